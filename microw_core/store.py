@@ -32,7 +32,7 @@ from .errors import StoreCorruptError, StoreError
 
 DEFAULT_ROOT = "microw_store"
 MAX_NAME_LENGTH = 100
-_UNSAFE_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
+_UNSAFE = re.compile(r"(?:[^A-Za-z0-9._-]|\.{2,})+")  # unsafe characters and ".." runs
 
 
 def safe_name(name: str) -> str:
@@ -41,8 +41,7 @@ def safe_name(name: str) -> str:
     Unsafe characters (including "/" and "\\") become "_", so a name can never point outside
     its folder. Raises StoreError when nothing usable is left.
     """
-    cleaned = _UNSAFE_CHARS.sub("_", str(name))
-    cleaned = re.sub(r"\.{2,}", "_", cleaned).lstrip(".")[:MAX_NAME_LENGTH]
+    cleaned = _UNSAFE.sub("_", str(name)).lstrip(".")[:MAX_NAME_LENGTH]
     if not cleaned.strip("_"):
         raise StoreError(
             f"'{name}' cannot be used as a store name: use letters, digits, '.', '_' or '-' (for example 'my_run')."
