@@ -12,7 +12,7 @@ import itertools
 import queue
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Callable, Iterator
 
@@ -21,7 +21,7 @@ import torch
 from .datasets import DatasetSpec, TokenWindow, as_spec, iter_texts, iter_windows
 from .errors import InvalidInputError, StoreError
 from .hooks import Detector, HookContext, StopForward
-from .layers import layer_index, resolve_layer
+from .layers import layer_aliases, resolve_layer
 from .model import LanguageModel
 from .store import FileRecord, Store, safe_name
 
@@ -43,6 +43,7 @@ class CaptureConfig:
     sort_window: int = 64             # batches sorted by length together, to cut padding
 
     def __post_init__(self):
+        self.layers = list(dict.fromkeys(self.layers))  # a list (as in the manifest), each layer once
         if not self.layers:
             raise InvalidInputError("Name at least one layer to capture, e.g. resid_post.2 (see `microw layers`).")
         if self.dtype not in STORAGE_DTYPES:
@@ -81,20 +82,29 @@ class _Stop(Detector):
         raise StopForward
 
 
-def _depth(model, name: str) -> float | None:
-    """Execution order of a layer (None when unknown), for early stop."""
-    ref = resolve_layer(model, name)
-    n = model.config.num_hidden_layers
-    if ref.name == "embed":
-        return -1.0
-    if ref.name == "final_norm":
-        return float(n)
-    index = layer_index(ref.name)
-    if index is None:  # a dotted name: find the block it lives in
-        parts = ref.module_name.split(".")
-        digits = [int(p) for p in parts if p.isdigit()]
-        return float(digits[0]) if len(digits) == 1 else None
-    return index - 0.5 if ref.name.startswith("resid_pre") else float(index)
+def _stop_point(model, layers: list[str]) -> str | None:
+    """The hook point after which no captured layer is left to compute (None: run the whole model).
+
+    A layer inside block i (attn_out.i, mlp_out.i, a dotted submodule) stops at the block's output,
+    so the order of submodules inside a block never matters.
+    """
+    aliases = layer_aliases(model)
+    blocks = [aliases[f"resid_post.{i}"].module_name for i in range(model.config.num_hidden_layers)]
+    points = []
+    for name in layers:
+        ref = resolve_layer(model, name)
+        if ref.name == "embed":
+            points.append((-1.0, name))
+        elif ref.name == "final_norm":
+            points.append((float(len(blocks)), name))
+        elif ref.pre and ref.name.startswith("resid_pre."):
+            points.append((blocks.index(ref.module_name) - 0.5, name))
+        else:
+            inside = [i for i, b in enumerate(blocks) if ref.module_name == b or ref.module_name.startswith(b + ".")]
+            if not inside:  # a module outside the blocks (e.g. lm_head): no early stop
+                return None
+            points.append((float(inside[0]), f"resid_post.{inside[0]}"))
+    return max(points)[1]
 
 
 # ----- the capture ---------------------------------------------------------------------------
@@ -174,13 +184,15 @@ class _ShardWriter:
     def _write(self, shard: dict) -> None:
         index = len(self.manifest["shards"])
         base = f"runs/{self.run}/shards/{index:05d}"
-        files = {
-            layer: self.store.write_tensors(f"{base}.{safe_name(layer)}.safetensors", {"activations": rows}).to_dict()
-            for layer, rows in shard["layers"].items()
-        }
-        files["meta"] = self.store.write_tensors(f"{base}.meta.safetensors", shard["meta"]).to_dict()
+        files = {}
+        for layer in list(shard["layers"]):  # one layer's rows joined at a time, off the capture thread
+            rows = torch.cat(shard["layers"].pop(layer))
+            files[layer] = self.store.write_tensors(f"{base}.{safe_name(layer)}.safetensors",
+                                                    {"activations": rows}).to_dict()
+        meta = {k: torch.cat(v) for k, v in shard["meta"].items()}
+        files["meta"] = self.store.write_tensors(f"{base}.meta.safetensors", meta).to_dict()
         files["texts"] = self.store.write_jsonl(f"{base}.texts.jsonl", shard["texts"]).to_dict()
-        tokens = len(shard["meta"]["token_ids"])
+        tokens = len(meta["token_ids"])
         self.manifest["shards"].append({"index": index, "tokens": tokens, "files": files})
         self.manifest["tokens"] += tokens
         self.manifest["resume"] = shard["resume"]
@@ -223,7 +235,7 @@ def capture(
     """Capture `config.layers` over `dataset` into run `run` (resumed if interrupted). Returns a summary."""
     spec = as_spec(dataset)
     if spec.kind == "demo" and config.max_tokens is None and spec.max_texts is None:
-        config.max_tokens = DEMO_DEFAULT_TOKENS
+        config = replace(config, max_tokens=DEMO_DEFAULT_TOKENS)  # the caller's config stays as given
     run = safe_name(run or datetime.now().strftime("run-%Y%m%d-%H%M%S"))
     for layer in config.layers:
         resolve_layer(lm.model, layer)  # unknown names fail before any work
@@ -231,9 +243,9 @@ def capture(
     storage = STORAGE_DTYPES[config.dtype]
     collectors = [_RowCollector(layer, storage) for layer in config.layers]
     hooks: list[Detector] = list(collectors)
-    depths = [_depth(lm.model, layer) for layer in config.layers]
-    if config.early_stop and all(d is not None for d in depths):
-        hooks.append(_Stop(config.layers[depths.index(max(depths))]))
+    stop = _stop_point(lm.model, config.layers) if config.early_stop else None
+    if stop is not None:
+        hooks.append(_Stop(stop))
     special = torch.tensor(sorted(lm.special_token_ids), dtype=torch.long, device=lm.device)
 
     texts = _TextLog(iter_texts(spec), manifest["texts_written"])
@@ -251,8 +263,8 @@ def capture(
         if not buffered:
             return
         writer.put({
-            "layers": {layer: torch.cat(rows) for layer, rows in buffer.items()},
-            "meta": {k: torch.cat(v) for k, v in meta.items()},
+            "layers": {layer: list(rows) for layer, rows in buffer.items()},
+            "meta": {k: list(v) for k, v in meta.items()},
             "texts": texts.take(), "resume": list(position), "texts_written": texts.written,
         })
         for rows in (*buffer.values(), *meta.values()):
@@ -271,12 +283,15 @@ def capture(
                     keep = _first_n(keep, total - done)  # stop exactly at max_tokens
                 device_keep = keep.to(lm.device)
                 for collector in collectors:
-                    collector.keep = device_keep
+                    collector.keep, collector.rows = device_keep, None
                 try:
                     lm.model(input_ids=ids.to(lm.device), attention_mask=mask.to(lm.device))
                 except StopForward:
                     pass
                 for collector in collectors:
+                    if collector.rows is None:
+                        raise InvalidInputError(f"Layer '{collector.layer}' was not run by the model's forward pass, "
+                                                "so it has no activations; choose another layer (see `microw layers`).")
                     buffer[collector.layer].append(collector.rows)
                     manifest["d_model"][collector.layer] = collector.rows.shape[-1]
                 meta["token_ids"].append(ids[keep])

@@ -19,6 +19,7 @@ class ForwardState:
 
     input_ids: torch.Tensor | None = None
     attention_mask: torch.Tensor | None = None
+    past_length: int | None = None  # tokens in the KV cache (None: no cache passed)
 
 
 def track_forward_inputs(model: nn.Module) -> ForwardState:
@@ -30,6 +31,9 @@ def track_forward_inputs(model: nn.Module) -> ForwardState:
         def remember(module, args, kwargs):
             state.input_ids = kwargs.get("input_ids", args[0] if args else None)
             state.attention_mask = kwargs.get("attention_mask")
+            # transformers 5 drops an all-ones mask (one unpadded row), so the cache is the reliable count.
+            cache = kwargs.get("cache", kwargs.get("past_key_values"))
+            state.past_length = int(cache.get_seq_length()) if hasattr(cache, "get_seq_length") else None
 
         model.register_forward_pre_hook(remember, with_kwargs=True)
         model._microw_forward_state = state
@@ -72,7 +76,7 @@ class HookHandle:
 def _context(ref: LayerRef, state: ForwardState, activation: torch.Tensor) -> HookContext:
     mask = state.attention_mask
     seq = activation.shape[1] if activation.dim() >= 2 else 0
-    past = 0
+    past = state.past_length or 0  # used when no mask was passed
     if mask is not None and mask.dim() == 2 and seq:
         past = max(mask.shape[1] - seq, 0)
         mask = mask[:, -seq:]  # during cached generation the mask covers past tokens too

@@ -1,0 +1,244 @@
+"""Capture speed relative to a plain forward pass, and capture memory over long runs.
+
+    python benchmarks/capture.py [--quick]
+
+1. Throughput: for the demo model and a GPT-2-small-sized random-init model, the time of plain
+   forward passes over the batches capture makes (same texts, same length-sorted padded batches,
+   built with capture's own batching) divided by the time of `capture()` end to end (reading the
+   dataset, tokenizing, padding, copying rows, writing checksummed shards). Rounds interleave the
+   baseline and each capture variant, after a warm-up, so load from other jobs hits both alike.
+   Variants: one middle layer (early stop off: pure capture overhead), several layers at once
+   (early stop off), and resid_post.0 with early stop (the rest of the model is skipped).
+2. Memory: peak RSS (ru_maxrss from os.wait4 of a fresh child process) of capturing 2M vs 200k
+   demo-corpus tokens into a temporary store. Flat memory means a ratio near 1.
+
+The last stdout line is one JSON object with every figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from microw_core.capture import CaptureConfig, _pad, _sorted_batches, capture
+from microw_core.datasets import iter_windows
+from microw_core.demo.corpus import generate_stories
+from microw_core.model import DEMO_MODEL_DIR, LanguageModel, load_model
+from microw_core.store import Store
+
+
+def log(msg: str) -> None:
+    print(msg, flush=True)
+
+
+# ----- models ----------------------------------------------------------------------------------------
+
+
+def demo_model_folder(work: Path) -> tuple[str, str]:
+    """The demo model's folder, or a random-init stand-in of its size (saved, so children load it too)."""
+    if (DEMO_MODEL_DIR / "config.json").exists():
+        return "demo", "demo model (microw_core/demo/model)"
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from microw_core.demo.train import train_tokenizer
+
+    folder = work / "demo-standin"
+    tokenizer = train_tokenizer([s.text for s in generate_stories(2000, "train", seed=1)], 2048, folder)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=192, intermediate_size=512, num_hidden_layers=4,
+                         num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=1024,
+                         tie_word_embeddings=True, bos_token_id=tokenizer.bos_token_id,
+                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    torch.manual_seed(0)
+    LlamaForCausalLM(config).save_pretrained(folder)
+    return str(folder), ("random-init stand-in for the demo model (microw_core/demo/model does not exist yet): "
+                         "Llama, 4 layers, d_model 192, BPE vocab 2048 trained on the demo corpus")
+
+
+def gpt2_small(tokenizer) -> LanguageModel:
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(0)
+    config = GPT2Config(n_layer=12, n_embd=768, n_head=12, n_positions=1024, vocab_size=len(tokenizer),
+                        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                        pad_token_id=tokenizer.pad_token_id)
+    return LanguageModel(model=GPT2LMHeadModel(config), tokenizer=tokenizer, name="gpt2-small-random")
+
+
+# ----- throughput --------------------------------------------------------------------------------------
+
+
+def batches_of(lm: LanguageModel, texts: list[str], config: CaptureConfig) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The padded batches capture runs for `texts`, built with capture's own batching."""
+    windows = iter_windows(texts, lm.tokenizer, max_length=config.max_length, pack=config.pack)
+    out = []
+    for _, batch in _sorted_batches(windows, config.batch_size, config.sort_window, (0, 0)):
+        ids, mask, _, _ = _pad(batch, lm.tokenizer.pad_token_id)
+        out.append((ids.to(lm.device), mask.to(lm.device)))
+    return out
+
+
+def time_forward(lm: LanguageModel, batches) -> float:
+    start = time.perf_counter()
+    with torch.no_grad():
+        for ids, mask in batches:
+            lm.model(input_ids=ids, attention_mask=mask)
+    return time.perf_counter() - start
+
+
+def time_capture(lm: LanguageModel, dataset: str, config: CaptureConfig, store: Store, run: str) -> tuple[float, dict]:
+    start = time.perf_counter()
+    result = capture(lm, dataset, config, store, run=run)
+    seconds = time.perf_counter() - start
+    store.delete_run(run)
+    return seconds, result
+
+
+def throughput(lm: LanguageModel, texts: list[str], variants: dict[str, CaptureConfig], rounds: int,
+               work: Path) -> dict:
+    dataset = work / f"{lm.name.replace('/', '_')}-texts.jsonl"
+    dataset.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts), encoding="utf-8")
+    store = Store(work / "store")
+    batches = batches_of(lm, texts, next(iter(variants.values())))
+    tokens = int(sum(mask.sum() for _, mask in batches))
+    # Warm-up: first calls allocate, pick kernels and fill caches.
+    time_forward(lm, batches[:2])
+    time_capture(lm, str(dataset), CaptureConfig(layers=["resid_post.0"], max_tokens=500), store, "warmup")
+    ratios: dict[str, list[float]] = {name: [] for name in variants}
+    forward_s: list[float] = []
+    for r in range(rounds):
+        for name, config in variants.items():
+            base = time_forward(lm, batches)
+            seconds, result = time_capture(lm, str(dataset), config, store, f"{name}-{r}")
+            forward_s.append(base)
+            ratios[name].append(base / seconds)
+            log(f"  round {r + 1}: {name:<8} forward {base:6.2f}s ({tokens / base:7.0f} tok/s)  capture {seconds:6.2f}s "
+                f"({result['tokens']} stored tokens x {len(config.layers)} layers)  ratio {base / seconds:.3f}")
+    summary = {name: round(statistics.median(values), 3) for name, values in ratios.items()}
+    return {"ratios": summary, "all_ratios": {k: [round(v, 3) for v in vs] for k, vs in ratios.items()},
+            "tokens_per_pass": tokens, "forward_tokens_per_s": round(tokens / statistics.median(forward_s)),
+            "layers": {name: config.layers for name, config in variants.items()}}
+
+
+def variants_for(lm: LanguageModel) -> dict[str, CaptureConfig]:
+    n = lm.n_layers
+    several = sorted({f"resid_post.{i}" for i in range(0, n, max(1, n // 4))} | {f"resid_post.{n - 1}"},
+                     key=lambda name: int(name.split(".")[1]))
+    several += [f"attn_out.{n // 2}", f"mlp_out.{n // 2}"]
+    return {
+        "one": CaptureConfig(layers=[f"resid_post.{n // 2}"], early_stop=False),
+        "several": CaptureConfig(layers=several, early_stop=False),
+        "early": CaptureConfig(layers=["resid_post.0"], early_stop=True),
+    }
+
+
+# ----- memory ------------------------------------------------------------------------------------------
+
+
+def rss_child(model: str, store: str, tokens: int) -> None:
+    """Runs in a fresh process: capture `tokens` demo-corpus tokens; prints a JSON line."""
+    import psutil
+
+    lm = load_model(model, device="cpu")
+    before = psutil.Process().memory_info().rss
+    start = time.perf_counter()
+    result = capture(lm, "demo", CaptureConfig(layers=["resid_post.0"], max_tokens=tokens), Store(store), run="rss")
+    hwm = next((int(line.split()[1]) * 1024 for line in open("/proc/self/status") if line.startswith("VmHWM")), None)
+    print(json.dumps({"rss_before_capture": before, "vm_hwm": hwm, "seconds": time.perf_counter() - start,
+                      "tokens": result["tokens"], "shards": len(Store(store).read_json("runs/rss/manifest.json")["shards"])}))
+
+
+def peak_rss(model: str, tokens: int, work: Path) -> dict:
+    with tempfile.TemporaryDirectory(dir=work) as store:
+        child = subprocess.Popen([sys.executable, __file__, "--rss-child", model, store, str(tokens)],
+                                 stdout=subprocess.PIPE, text=True)
+        out = child.stdout.read()
+        _, status, usage = os.wait4(child.pid, 0)  # this child's own rusage, not all children's
+        child.returncode = os.waitstatus_to_exitcode(status)
+        if child.returncode != 0:
+            raise RuntimeError(f"capture child for {tokens} tokens failed ({child.returncode})")
+    info = json.loads(out.strip().splitlines()[-1])
+    return {**info, "peak_rss": usage.ru_maxrss * 1024}  # Linux reports KiB
+
+
+# ----- main -------------------------------------------------------------------------------------------
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="fewer tokens and rounds (a smoke run)")
+    parser.add_argument("--rss-child", nargs=3, metavar=("MODEL", "STORE", "TOKENS"), help=argparse.SUPPRESS)
+    parser.add_argument("--big-tokens", type=int, default=2_000_000)
+    parser.add_argument("--small-tokens", type=int, default=200_000)
+    args = parser.parse_args()
+    if args.rss_child:
+        model, store, tokens = args.rss_child
+        rss_child(model, store, int(tokens))
+        return
+
+    work = Path(tempfile.mkdtemp(prefix="microw-bench-"))
+    try:
+        run_all(args, work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def run_all(args: argparse.Namespace, work: Path) -> None:
+    started = time.perf_counter()
+    log(f"machine: {os.cpu_count()} CPUs, torch {torch.__version__}, {torch.get_num_threads()} torch threads, "
+        f"cuda={torch.cuda.is_available()}")
+    model, description = demo_model_folder(work)
+    log(f"demo model: {description}")
+    # Memory first, while this process is small: Linux carries a parent's peak RSS into a child's ru_maxrss.
+    big, small = (args.big_tokens, args.small_tokens) if not args.quick else (100_000, 10_000)
+    log(f"\n[memory] capturing resid_post.0 of the demo model, {small} and {big} tokens, fresh process each")
+    memory = {}
+    for tokens in (small, big):
+        memory[tokens] = peak_rss(model, tokens, work)
+        m = memory[tokens]
+        log(f"  {m['tokens']:>9} tokens: peak RSS {m['peak_rss'] / 2**20:7.1f} MiB (before capture "
+            f"{m['rss_before_capture'] / 2**20:.1f} MiB, own VmHWM {m['vm_hwm'] / 2**20:.1f} MiB), "
+            f"{m['seconds']:.1f}s, {m['shards']} shards")
+    rss_ratio = memory[big]["peak_rss"] / memory[small]["peak_rss"]
+    log(f"  peak RSS ratio {big} / {small} tokens: {rss_ratio:.3f}")
+
+    demo = load_model(model, device="cpu")
+    rounds = 1 if args.quick else 3
+    stories = [s.text for s in generate_stories(60 if args.quick else 600, "train", seed=1)]
+
+    log(f"\n[demo] d_model {demo.d_model}, {demo.n_layers} layers")
+    results = {"demo": throughput(demo, stories, variants_for(demo), rounds, work)}
+
+    gpt2 = gpt2_small(demo.tokenizer)
+    log(f"\n[gpt2-small] random init, 12 layers, d_model 768, demo tokenizer (vocab {len(demo.tokenizer)})")
+    results["gpt2_small"] = throughput(gpt2, stories[: 16 if args.quick else 48], variants_for(gpt2),
+                                       1 if args.quick else 2, work)
+    del gpt2
+
+    checks = {"one_layer_ratio_ge_0.9": all(r["ratios"]["one"] >= 0.9 for r in results.values()),
+              "early_stop_ratio_gt_1": all(r["ratios"]["early"] > 1 for r in results.values()),
+              "rss_ratio_le_1.2": rss_ratio <= 1.2}
+    log(f"\nchecks: {checks}; total {time.perf_counter() - started:.0f}s")
+    print(json.dumps({
+        "model": description, "torch_threads": torch.get_num_threads(),
+        "demo": results["demo"]["ratios"], "gpt2_small": results["gpt2_small"]["ratios"],
+        "demo_forward_tokens_per_s": results["demo"]["forward_tokens_per_s"],
+        "gpt2_small_forward_tokens_per_s": results["gpt2_small"]["forward_tokens_per_s"],
+        "all_ratios": {k: r["all_ratios"] for k, r in results.items()},
+        "peak_rss_bytes": {str(k): v["peak_rss"] for k, v in memory.items()},
+        "vm_hwm_bytes": {str(k): v["vm_hwm"] for k, v in memory.items()},
+        "rss_ratio": round(rss_ratio, 3), "checks": checks,
+    }))
+
+
+if __name__ == "__main__":
+    main()

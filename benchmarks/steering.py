@@ -1,0 +1,122 @@
+"""Steered generation against plain generation: the cost of the steering and feature-recording hooks.
+
+    python benchmarks/steering.py [--store S --sae NAME] [--tokens 40] [--repeats 7]
+
+Uses the demo model (or, before it exists, a random model of the same size) with a random TopK SAE unless
+--store/--sae name a trained one. Times, per generated token (a continuation can end early at EOS):
+plain `generate`, the steered generation `steer` runs (SAESteering + FeatureRecorder) for add and clamp, and
+the price of `steer` running baseline, steered and prompt baseline as three calls instead of one batch of 3.
+Target: steered / plain <= 1.15. The last stdout line is a JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from microw_core.model import DEMO_MODEL_DIR, LanguageModel, generate, load_model  # noqa: E402
+from microw_core.sae import SAEConfig, build_sae, load_sae  # noqa: E402
+from microw_core.steering import (FeatureEdit, FeatureRecorder, SAESteering, SteeringScales,  # noqa: E402
+                                  concept_prompt)
+from microw_core.store import Store  # noqa: E402
+
+PROMPT = "One day Tom"
+
+
+def demo_sized_model() -> LanguageModel:
+    """The demo model, or a random Llama of its size (hidden 256, 4 layers, vocab 2048) before it is trained."""
+    if (DEMO_MODEL_DIR / "config.json").exists():
+        return load_model("demo", device="cpu")
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+    from tiny_models import char_tokenizer
+
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=2048, hidden_size=256, intermediate_size=688, num_hidden_layers=4,
+                         num_attention_heads=4, num_key_value_heads=4, tie_word_embeddings=True,
+                         bos_token_id=1, eos_token_id=2, pad_token_id=0)
+    return LanguageModel(LlamaForCausalLM(config), char_tokenizer(), "random-demo-size")
+
+
+def per_token(lm: LanguageModel, hooks_factory, repeats: int, tokens: int) -> float:
+    """Median seconds per generated token over `repeats` greedy generations."""
+    times = []
+    for _ in range(repeats):
+        hooks = hooks_factory()
+        start = time.perf_counter()
+        result = generate(lm, PROMPT, max_new_tokens=tokens, hooks=hooks)
+        times.append((time.perf_counter() - start) / max(len(result.token_ids), 1))
+    return statistics.median(times)
+
+
+def batched_three(lm: LanguageModel, hook: SAESteering, tokens: int) -> float:
+    """Seconds for baseline, steered and prompt baseline as one left-padded batch of 3 (the alternative)."""
+    prompts = [PROMPT, PROMPT, concept_prompt(PROMPT, ["ocean"])]
+    batch = lm.tokenize(prompts, padding_side="left")
+    start = time.perf_counter()
+    with lm.hooks(hook), torch.no_grad():
+        lm.model.generate(**batch, max_new_tokens=tokens, min_new_tokens=tokens, do_sample=False,
+                          temperature=None, top_k=None, top_p=None, pad_token_id=lm.tokenizer.pad_token_id)
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--store", default=None)
+    parser.add_argument("--sae", default=None)
+    parser.add_argument("--tokens", type=int, default=40)
+    parser.add_argument("--repeats", type=int, default=7)
+    args = parser.parse_args()
+    torch.set_grad_enabled(False)
+    lm = demo_sized_model()
+    if args.sae:
+        sae = load_sae(Store(args.store), args.sae)
+    else:
+        torch.manual_seed(0)
+        sae = build_sae(SAEConfig(arch="topk", d_in=lm.d_model, width=8 * lm.d_model, k=32, layer="resid_post.1"))
+    sae = sae.eval().requires_grad_(False)
+    scales = SteeringScales(torch.ones(sae.cfg.width), median_norm=1.0, source="benchmark")
+    edits = {"add": [FeatureEdit(7, 4.0, "add")], "clamp": [FeatureEdit(7, 4.0, "clamp")]}
+    generate(lm, PROMPT, max_new_tokens=4)  # warm-up
+
+    def steered(method: str):
+        return lambda: (SAESteering(sae, edits[method], scales), FeatureRecorder(sae, [7]))
+
+    # Interleave the measurements so background load hits all of them alike.
+    plain, add, clamp = [], [], []
+    for _ in range(args.repeats):
+        plain.append(per_token(lm, lambda: (), 1, args.tokens))
+        add.append(per_token(lm, steered("add"), 1, args.tokens))
+        clamp.append(per_token(lm, steered("clamp"), 1, args.tokens))
+    plain_s, add_s, clamp_s = (statistics.median(x) for x in (plain, add, clamp))
+    separate = 3 * plain_s * args.tokens + (add_s - plain_s) * args.tokens
+    batched = statistics.median(batched_three(lm, SAESteering(sae, edits["add"], scales,
+                                                              row_strengths=torch.tensor([[0.0], [4.0], [0.0]])),
+                                              args.tokens) for _ in range(3))
+    result = {
+        "model": lm.name, "sae": args.sae or "random topk", "width": sae.cfg.width, "tokens": args.tokens,
+        "plain_ms_per_token": 1000 * plain_s, "add_ms_per_token": 1000 * add_s, "clamp_ms_per_token": 1000 * clamp_s,
+        "ratio_add": add_s / plain_s, "ratio_clamp": clamp_s / plain_s,
+        "steer_separate_s": separate, "steer_batched_s": batched, "separate_over_batched": separate / batched,
+    }
+    result["ratio"] = max(result["ratio_add"], result["ratio_clamp"])
+    result["passed"] = result["ratio"] <= 1.15
+    print(f"plain {result['plain_ms_per_token']:.2f} ms/token; steered add {result['add_ms_per_token']:.2f} "
+          f"(x{result['ratio_add']:.3f}), clamp {result['clamp_ms_per_token']:.2f} (x{result['ratio_clamp']:.3f})")
+    print(f"steer(): 3 separate generations {separate:.3f} s vs one batch of 3 {batched:.3f} s "
+          f"(x{result['separate_over_batched']:.2f})")
+    print(f"ratio {result['ratio']:.3f} (target <= 1.15)")
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
