@@ -34,7 +34,7 @@ def home() -> None:
                  lambda report, should_stop: pipeline.run_demo_pipeline(store, report, should_stop, budget=budget))
         st.rerun()
     ui.job_panel("pipeline", plot=lambda record: ui.training_curves(
-        [m for m in record["metrics_history"] if "loss" in m]), finished=1)
+        [m for m in record["metrics_history"] if "loss" in m], key=f"job-{record['id']}"), finished=1)
 
     st.subheader("Store")
     overview = ui.call(ui.store_overview, store)

@@ -38,7 +38,8 @@ class CaptureConfig:
     pack: bool = False
     dtype: str = "float32"            # storage dtype
     keep_special: bool = False        # also store BOS / EOS / other special-token positions (flagged)
-    shard_tokens: int = 65_536        # rows per shard
+    shard_tokens: int = 16_384        # rows per shard: 64 MiB per layer at d=1024 in float32; smaller shards
+                                      # keep memory low for wide models and leave less to write after the last batch
     early_stop: bool = True           # skip blocks after the deepest captured layer
     sort_window: int = 64             # batches sorted by length together, to cut padding
 
@@ -89,7 +90,7 @@ def _stop_point(model, layers: list[str]) -> str | None:
     so the order of submodules inside a block never matters.
     """
     aliases = layer_aliases(model)
-    blocks = [aliases[f"resid_post.{i}"].module_name for i in range(model.config.num_hidden_layers)]
+    blocks = [ref.module_name for alias, ref in aliases.items() if alias.startswith("resid_post.")]
     points = []
     for name in layers:
         ref = resolve_layer(model, name)

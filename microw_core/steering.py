@@ -201,11 +201,12 @@ class PositionSelector:
         _choice("positions option", positions, POSITIONS)
         self.positions = positions
         self.prompt_length: int | None = None
+        self.fixed = False  # True: keep prompt_length (a single forward over prompt + continuation)
 
     def __call__(self, ctx: HookContext, activation: torch.Tensor) -> torch.Tensor | None:
         """[batch, seq] bool, or None for "every position"."""
         batch, seq = activation.shape[:2]
-        if ctx.past_length == 0:
+        if ctx.past_length == 0 and not self.fixed:
             self.prompt_length = seq
         mask = ctx.attention_mask
         real = mask.bool() if mask is not None and mask.dim() == 2 and not mask.bool().all() else None
@@ -229,51 +230,37 @@ class FeatureEncoder:
     """Activations of chosen SAE features, computing no more of the encoder than needed.
 
     ReLU, JumpReLU and BatchTopK (at inference a per-feature threshold) act on each feature alone, so only the
-    chosen encoder columns are used; TopK needs every pre-activation to know the top k. Pre-activations are
-    linear in the input, so an edit's effect on them is a small update (`shift`) instead of a second encode.
+    chosen encoder columns are used; TopK needs every pre-activation to know the k largest.
     """
 
     ELEMENTWISE = ("relu", "jumprelu", "batchtopk")
 
     def __init__(self, sae, features: Sequence[int]):
-        self.sae = sae
         self.features = torch.tensor(list(features), dtype=torch.long)
         self.elementwise = sae.cfg.arch in self.ELEMENTWISE
+        self.k = None if self.elementwise else sae.cfg.k
         with torch.no_grad():
             columns = self.features if self.elementwise else slice(None)
-            self.W = sae.W_enc.detach()[:, columns]
-            self.b = sae.b_enc.detach()[columns]
+            W = sae.W_enc.detach()[:, columns]
+            self.weight = W.t().contiguous()  # one addmm per call: pre = x @ W + (b_enc - b_dec @ W)
+            self.bias = sae.b_enc.detach()[columns] - sae.b_dec.detach() @ W
             threshold = getattr(sae, "threshold", None) if self.elementwise else None
             self.threshold = None if threshold is None else threshold.detach()[columns]
+        self.features = self.features.to(self.weight.device)
 
-    def pre_acts(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.to(self.W.device, self.W.dtype)
-        return (x - self.sae.b_dec.detach()) @ self.W + self.b
-
-    def shift(self, directions: torch.Tensor) -> torch.Tensor:
-        """[n, pre-acts]: how adding each row of `directions` moves the pre-activations."""
-        return directions @ self.W
-
-    def activations(self, pre: torch.Tensor) -> torch.Tensor:
-        """[..., len(features)] from pre_acts(x)."""
-        if not self.elementwise:
-            return self.sae.activate(pre)[..., self.features.to(pre.device)]
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """[..., len(features)] activations of x [..., d_in]."""
+        pre = torch.nn.functional.linear(x.to(self.weight.device, self.weight.dtype), self.weight, self.bias)
+        if not self.elementwise:  # TopK: a feature counts when its pre-activation is among the k largest
+            kth = pre.topk(self.k, dim=-1, sorted=False).values.amin(-1, keepdim=True)
+            pre = pre[..., self.features]
+            return pre.relu() * (pre >= kth)
         f = pre.relu()
         return f if self.threshold is None else f * (pre > self.threshold)
 
 
-def _per_new_token(chunks: list[torch.Tensor], n_tokens: int) -> torch.Tensor:
-    """[batch, n_tokens, features] from per-forward chunks [batch, seq, features] of a cached generation:
-    entry k is at the position that produced new token k (the last prompt position for k = 0)."""
-    if not chunks:
-        return torch.zeros(0, n_tokens, 0)
-    values = torch.cat(chunks, dim=1)
-    start = chunks[0].shape[1] - 1
-    return values[:, start:start + n_tokens]
-
-
 class SAESteering(Controller):
-    """Edits SAE features in the output of the SAE's layer, and records the `record` features after the edit.
+    """Edits SAE features in the output of the SAE's layer.
 
     `row_strengths` [rows, len(edits)] replaces the edits' strengths per batch row (row r of the batch uses
     row r; a single row applies to all), so steered and unsteered rows can share one batch. With no active
@@ -281,14 +268,14 @@ class SAESteering(Controller):
     """
 
     def __init__(self, sae, edits: Sequence[FeatureEdit], scales: SteeringScales | None = None,
-                 positions: str = "all", row_strengths: torch.Tensor | None = None, record: Sequence[int] = ()):
+                 positions: str = "all", row_strengths: torch.Tensor | None = None):
         super().__init__(sae.cfg.layer)
         self.sae, self.edits = sae, list(edits)
         self.select = PositionSelector(positions)
         width = sae.cfg.width
-        for feature in [e.feature for e in self.edits] + list(record):
-            if not 0 <= feature < width:
-                raise InvalidInputError(f"Feature {feature} does not exist: this SAE has features 0..{width - 1}.")
+        for edit in self.edits:
+            if edit.feature >= width:
+                raise InvalidInputError(f"Feature {edit.feature} does not exist: this SAE has features 0..{width - 1}.")
         strengths = (torch.tensor([[e.strength for e in self.edits]], dtype=torch.float32) if row_strengths is None
                      else torch.as_tensor(row_strengths, dtype=torch.float32).reshape(-1, len(self.edits)))
         methods = [e.method for e in self.edits]
@@ -304,18 +291,14 @@ class SAESteering(Controller):
             add_features = [self.edits[j].feature for j in add]
             self.add_dirs = W_dec[add_features] / W_dec[add_features].norm(dim=1, keepdim=True).clamp_min(1e-12)
             self.add_coef = self.values[:, add].to(W_dec.device)
-            self.enc_dirs = W_dec[[self.edits[j].feature for j in enc]]
+            enc_features = [self.edits[j].feature for j in enc]
+            self.enc_dirs = W_dec[enc_features]
             ablate = torch.tensor([methods[j] == "ablate" for j in enc], dtype=torch.bool)
             self.clamp_target = torch.where(ablate, torch.nan, self.values[:, enc]).to(W_dec.device)
             self.ablate_fraction = torch.where(ablate, self.values[:, enc], 0.0).to(W_dec.device)
-            # One encoder slice serves the edited features (before the edit) and the recorded ones (after it).
-            self.encoder = FeatureEncoder(sae, [self.edits[j].feature for j in enc] + list(record))
-            self.n_enc, self.record = len(enc), list(record)
-            self.enc_shift = self.encoder.shift(self.enc_dirs)
-            self.add_shift = self.encoder.shift(self.add_dirs)
+        self.encoder = FeatureEncoder(sae, enc_features) if enc_features else None
         self.active = bool(self.add_coef.ne(0).any() or (~self.clamp_target.isnan()).any()
                            or self.ablate_fraction.ne(0).any())
-        self.recorded: list[torch.Tensor] = []  # per forward: [batch, seq, len(record)] after the edit
 
     @staticmethod
     def _unit(edit: FeatureEdit, scales: SteeringScales | None, W_dec: torch.Tensor, used: bool) -> float:
@@ -333,41 +316,30 @@ class SAESteering(Controller):
         return table.expand(batch, -1).unsqueeze(1)  # [batch, 1, n]
 
     def modify(self, ctx: HookContext, activation: torch.Tensor) -> torch.Tensor:
-        if ctx.past_length == 0:
-            self.recorded.clear()  # a new prompt
-        where = self.select(ctx, activation)
-        if not self.record and (not self.active or (where is not None and not where.any())):
+        if not self.active:
             return activation
-        batch = activation.shape[0]
-        pre = self.encoder.pre_acts(activation) if self.n_enc or self.record else None
-        delta = shift = None
-        if self.active and (where is None or where.any()):
-            if self.n_enc:
-                f = self.encoder.activations(pre)[..., :self.n_enc]
-                target = self._rows(self.clamp_target, batch)
-                change = torch.where(target.isnan(), f * (1 - self._rows(self.ablate_fraction, batch)), target) - f
-                if where is not None:
-                    change = change * where.unsqueeze(-1).to(change.device)
-                if change.any():
-                    delta, shift = change @ self.enc_dirs, change @ self.enc_shift
-            if len(self.add_dirs):
-                coef = self._rows(self.add_coef, batch)
-                if where is not None:
-                    coef = coef * where.unsqueeze(-1).to(coef.device)
-                if coef.any():
-                    added, moved = coef @ self.add_dirs, coef @ self.add_shift
-                    delta = added if delta is None else delta + added
-                    shift = moved if shift is None else shift + moved
-        if self.record:
-            after = pre if shift is None else pre + shift
-            self.recorded.append(self.encoder.activations(after)[..., self.n_enc:].detach().float().cpu())
+        where = self.select(ctx, activation)
+        if where is not None and not where.any():
+            return activation
+        batch, delta = activation.shape[0], None
+        if self.encoder is not None:
+            f = self.encoder(activation)
+            target = self._rows(self.clamp_target, batch)
+            change = torch.where(target.isnan(), f * (1 - self._rows(self.ablate_fraction, batch)), target) - f
+            if where is not None:
+                change = change * where.unsqueeze(-1).to(change.device)
+            if change.any():
+                delta = change @ self.enc_dirs
+        if len(self.add_dirs):
+            coef = self._rows(self.add_coef, batch)
+            if where is not None:
+                coef = coef * where.unsqueeze(-1).to(coef.device)
+            if coef.any():
+                added = coef @ self.add_dirs
+                delta = added if delta is None else delta + added
         if delta is None:
             return activation
         return activation + delta.to(activation.device, activation.dtype)
-
-    def per_new_token(self, n_tokens: int) -> torch.Tensor:
-        """Recorded activations per generated token, [batch, n_tokens, len(record)] (see _per_new_token)."""
-        return _per_new_token(self.recorded, n_tokens)
 
 
 class FeatureRecorder(Detector):
@@ -381,11 +353,44 @@ class FeatureRecorder(Detector):
     def observe(self, ctx: HookContext, activation: torch.Tensor) -> None:
         if ctx.past_length == 0:
             self.chunks.clear()  # a new prompt
-        f = self.encoder.activations(self.encoder.pre_acts(activation))
-        self.chunks.append(f.detach().float().cpu())
+        self.chunks.append(self.encoder(activation).detach().float().cpu())
 
     def per_new_token(self, n_tokens: int) -> torch.Tensor:
-        return _per_new_token(self.chunks, n_tokens)
+        """[batch, n_tokens, features] after a cached generation: entry k is the activation at the position that
+        produced new token k (the last prompt position for k = 0)."""
+        if not self.chunks:
+            return torch.zeros(0, n_tokens, len(self.encoder.features))
+        values = torch.cat(self.chunks, dim=1)
+        start = self.chunks[0].shape[1] - 1
+        return values[:, start:start + n_tokens]
+
+
+def feature_trace(lm: LanguageModel, sae, prompt: str, token_ids: Sequence[int], features: Sequence[int],
+                  hook: SAESteering | None = None) -> dict[int, list[float]]:
+    """Activations of `features` per generated token, after `hook`'s edit: one forward over the prompt and the
+    continuation, read at the position that produced each token (entry k: the input is token k - 1).
+
+    One batched pass after generation costs about as much as a generation step, where recording during
+    generation would run the SAE encoder at every step.
+    """
+    if not features or not token_ids:
+        return {f: [] for f in features}
+    prompt_ids = lm.tokenize([prompt])["input_ids"]
+    ids = torch.cat([prompt_ids, torch.tensor([list(token_ids[:-1])], device=prompt_ids.device)], dim=1)
+    recorder = FeatureRecorder(sae, features)
+    hooks = (recorder,)
+    if hook is not None and hook.active:
+        hook.select.prompt_length = prompt_ids.shape[1]  # this one forward holds the prompt and the continuation
+        hook.select.fixed = True
+        hooks = (hook, recorder)
+    try:
+        with lm.hooks(*hooks):
+            lm.forward(input_ids=ids, attention_mask=torch.ones_like(ids))
+    finally:
+        if hook is not None:
+            hook.select.fixed = False
+    values = recorder.chunks[-1][0, prompt_ids.shape[1] - 1:]
+    return {f: values[:, i].tolist() for i, f in enumerate(features)}
 
 
 class Positioned(Controller):
@@ -478,17 +483,12 @@ def steer(lm: LanguageModel, sae, edits: Sequence[FeatureEdit], prompt: str, con
     needs_scales = any(e.strength and e.method != "ablate" and e.unit != "raw" for e in edits)
     if scales is None and needs_scales:
         scales = steering_scales(lm, sae, store, sae_name, texts=[prompt])
-    # The steering hook records the features itself, after its edit, at no extra encoder pass.
-    hook = SAESteering(sae, edits, scales, config.positions, record=features)
+    hook = SAESteering(sae, edits, scales, config.positions)
     options = config.generate_options()
-
-    def run(text: str, recorder) -> tuple:
-        result = generate(lm, text, hooks=(recorder,) if features else (), **options)
-        acts = recorder.per_new_token(len(result.token_ids))
-        return result, {f: acts[0, :, i].tolist() for i, f in enumerate(features)} if features else {}
-
-    baseline, baseline_acts = run(prompt, FeatureRecorder(sae, features))
-    steered, steered_acts = run(prompt, hook) if hook.active else (baseline, baseline_acts)
+    baseline = generate(lm, prompt, **options)
+    steered = generate(lm, prompt, hooks=(hook,), **options) if hook.active else baseline
+    baseline_acts = feature_trace(lm, sae, prompt, baseline.token_ids, features)
+    steered_acts = feature_trace(lm, sae, prompt, steered.token_ids, features, hook)
     active = [e.feature for e in edits if e.strength and e.method != "ablate"]
     names = concept_names if concept_names is not None else _concept_names(store, sae_name, active)
     names = [names[f] for f in dict.fromkeys(active) if f in names]
@@ -691,8 +691,7 @@ class _Rows:
 
 def _generate_rows(lm: LanguageModel, sae, prompts: list[str], features: list[int], cfg: SteeringEvalConfig,
                    steering: Callable[[int, int], SAESteering], seed: int) -> _Rows:
-    """Left-padded batched generation; `steering(start, stop)` gives the hook (recording `features`) for rows
-    start:stop."""
+    """Left-padded batched generation; `steering(start, stop)` gives the hook for rows start:stop."""
     rows = _Rows(prompts)
     eos = {lm.tokenizer.eos_token_id, lm.tokenizer.pad_token_id} - {None}
     options = dict(max_new_tokens=cfg.max_new_tokens, pad_token_id=lm.tokenizer.pad_token_id)
@@ -703,12 +702,12 @@ def _generate_rows(lm: LanguageModel, sae, prompts: list[str], features: list[in
     for start in range(0, len(prompts), cfg.batch_size):
         chunk = prompts[start:start + cfg.batch_size]
         batch = lm.tokenize(chunk, padding_side="left")
-        hook = steering(start, start + len(chunk))
-        with lm.hooks(hook), torch.no_grad():
+        recorder = FeatureRecorder(sae, features)
+        with lm.hooks(steering(start, start + len(chunk)), recorder), torch.no_grad():
             torch.manual_seed(seed + start)
             output = lm.model.generate(**batch, **options)
         new = output[:, batch["input_ids"].shape[1]:].tolist()
-        acts = hook.per_new_token(cfg.max_new_tokens)
+        acts = recorder.per_new_token(cfg.max_new_tokens)
         for r, ids in enumerate(new):
             n = next((i for i, t in enumerate(ids) if t in eos), len(ids))
             rows.token_ids.append(ids[:n])
@@ -782,7 +781,7 @@ def evaluate_steering(lm: LanguageModel, sae, store: Store | None, sae_name: str
     scales = steering_scales(lm, sae, store, sae_name, texts=corpus.NEUTRAL_PROMPTS) if cfg.unit != "raw" else None
     neutral = [p for p in corpus.NEUTRAL_PROMPTS for _ in range(cfg.samples)]
     report(0.05, "unsteered continuations")
-    base = _generate_rows(lm, sae, neutral, features, cfg, lambda a, b: SAESteering(sae, [], record=features),
+    base = _generate_rows(lm, sae, neutral, features, cfg, lambda a, b: SAESteering(sae, []),
                           cfg.seed)
     base_topics = [corpus.classify_topic(t) for t in base.texts]
     base_picks = range(len(neutral))
@@ -798,7 +797,7 @@ def evaluate_steering(lm: LanguageModel, sae, store: Store | None, sae_name: str
         row_strengths = torch.tensor([s for s in steered for _ in neutral] + [0.0] * len(neutral))
 
         def hook(a: int, b: int) -> SAESteering:
-            return SAESteering(sae, [edit], scales, cfg.positions, row_strengths[a:b, None], record=[feature])
+            return SAESteering(sae, [edit], scales, cfg.positions, row_strengths[a:b, None])
 
         rows = _generate_rows(lm, sae, prompts, [feature], cfg, hook, cfg.seed + 1000 * (i + 1))
         n = len(neutral)

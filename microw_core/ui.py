@@ -270,20 +270,20 @@ def _figure(title: str, x: str, y: str, height: int = 260) -> go.Figure:
     return fig
 
 
-def training_curves(history: list[dict], x: str = "step") -> None:
+def training_curves(history: list[dict], key: str, x: str = "step") -> None:
     """Loss, explained variance and L0 against steps, side by side."""
     df = pd.DataFrame(history)
     if df.empty or x not in df:
         return
     panels = [("loss", "Loss", "loss"), ("explained_variance", "Explained variance", "fraction"), ("l0", "L0", "active features")]
     panels = [p for p in panels if p[0] in df]
-    for col, (key, title, unit) in zip(st.columns(len(panels) or 1), panels):
+    for col, (name, title, unit) in zip(st.columns(len(panels) or 1), panels):
         fig = _figure(title, x, unit)
-        fig.add_scatter(x=df[x], y=df[key], mode="lines", name=title)
-        col.plotly_chart(fig, width="stretch", key=None)
+        fig.add_scatter(x=df[x], y=df[name], mode="lines", name=title)
+        col.plotly_chart(fig, width="stretch", key=f"{key}-{name}")
 
 
-def ev_vs_l0(saes: list[dict]) -> None:
+def ev_vs_l0(saes: list[dict], key: str = "ev-l0") -> None:
     """Explained variance against L0, one point per SAE: the sparsity / fidelity trade-off."""
     rows = [{"name": s["name"], "l0": (s.get("metrics") or {}).get("l0"),
              "explained_variance": (s.get("metrics") or {}).get("explained_variance"),
@@ -298,19 +298,19 @@ def ev_vs_l0(saes: list[dict]) -> None:
     for arch, group in df.groupby("arch"):
         fig.add_scatter(x=group["l0"], y=group["explained_variance"], mode="markers+text", text=group["name"],
                         textposition="top center", name=arch, marker=dict(size=10))
-    st.plotly_chart(fig, width="stretch")
+    st.plotly_chart(fig, width="stretch", key=key)
 
 
-def histogram(edges: list[float], counts: list[float], title: str, log_y: bool = False) -> None:
+def histogram(edges: list[float], counts: list[float], title: str, key: str, log_y: bool = False) -> None:
     centers = [(a + b) / 2 for a, b in zip(edges[:-1], edges[1:])]
     fig = _figure(title, "activation", "count", height=260)
     fig.add_bar(x=centers, y=counts, marker_color=f"rgb({HIGHLIGHT_RGB})")
     if log_y:
         fig.update_yaxes(type="log")
-    st.plotly_chart(fig, width="stretch")
+    st.plotly_chart(fig, width="stretch", key=key)
 
 
-def logit_bars(positive: list, negative: list) -> None:
+def logit_bars(positive: list, negative: list, key: str) -> None:
     """Tokens this feature pushes up (right) and down (left)."""
     rows = [(str(t), float(v)) for t, v in negative][::-1] + [(str(t), float(v)) for t, v in positive]
     if not rows:
@@ -319,7 +319,7 @@ def logit_bars(positive: list, negative: list) -> None:
     fig.add_bar(x=[v for _, v in rows], y=[repr(t)[1:-1] for t, _ in rows], orientation="h",
                 marker_color=["#1f77b4" if v < 0 else f"rgb({HIGHLIGHT_RGB})" for _, v in rows])
     fig.update_yaxes(type="category")
-    st.plotly_chart(fig, width="stretch")
+    st.plotly_chart(fig, width="stretch", key=key)
 
 
 # ----- tokens with highlight ---------------------------------------------------------------------

@@ -48,7 +48,7 @@ if source != "Demo corpus":
     text_column = st.text_input("Text column", value="text", help="The column or JSON key that holds the text.", key="cap_column")
 
 aliases = list(layer_aliases(lm.model))
-middle = f"resid_post.{lm.n_layers // 2 - 1 if lm.n_layers > 1 else 0}"
+middle = f"resid_post.{lm.n_layers // 2}"
 layers = st.multiselect("Layers", aliases, default=[middle] if middle in aliases else aliases[:1],
                         help="Several layers are captured in one pass over the data.", key="cap_layers")
 cols = st.columns(4)

@@ -12,11 +12,12 @@ from microw_core.sae.pipeline import default_name
 
 st.title("Train SAE")
 store = ui.store()
-runs = [r for r in (ui.call(store.list_runs) or []) if r.get("complete") and "error" not in r]
+runs = sorted((r for r in (ui.call(store.list_runs) or []) if r.get("complete") and "error" not in r),
+              key=lambda r: r.get("created", ""))  # newest last, and selected
 
 
 def live_curves(record: dict) -> None:
-    ui.training_curves(record["metrics_history"])
+    ui.training_curves(record["metrics_history"], key=f"job-{record['id']}")
 
 
 if not runs:
@@ -81,7 +82,7 @@ shown = st.selectbox("Training curves of", names, index=len(names) - 1, key="tra
 if store.exists(f"saes/{shown}/training.json"):
     training = ui.call(store.read_json, f"saes/{shown}/training.json")
     if training:
-        ui.training_curves(training.get("history", []))
+        ui.training_curves(training.get("history", []), key=f"sae-{shown}")
 metrics = next(s for s in saes if s["name"] == shown).get("metrics")
 if metrics:
     with st.expander("All metrics (held-out tokens)"):

@@ -127,11 +127,11 @@ left, right = st.columns(2)
 with left:
     if card["count"]:
         ui.histogram(card["histogram"]["edges"], card["histogram"]["counts"], "Activation histogram (when active)",
-                     log_y=True)
+                     key=f"hist-{feature}", log_y=True)
     else:
         st.caption("This feature never fired in the feature pass.")
 with right:
-    ui.logit_bars(card["logits_pos"], card["logits_neg"])
+    ui.logit_bars(card["logits_pos"], card["logits_neg"], key=f"logits-{feature}")
 
 st.markdown("**Top activating contexts** (hover a token for its activation)")
 for context in card["top_contexts"]:

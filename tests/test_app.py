@@ -318,7 +318,7 @@ def test_train_page_trains_with_live_curves_and_lists_saes(app, prepared):
     at = load_tiny_model(app.run(), prepared["model"])
     at.switch_page("pages/3_Train_SAE.py").run()
     no_exceptions(at)
-    assert at.selectbox(key="train_run").value == "base"
+    at.selectbox(key="train_run").set_value("base").run()
     assert any("sae-a" in str(df.value) for df in at.dataframe)  # existing SAEs with metrics
     at.selectbox(key="train_expansion").set_value(2)
     at.number_input(key="train_k").set_value(4)

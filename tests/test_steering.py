@@ -10,7 +10,7 @@ from microw_core.errors import InvalidInputError, ShapeMismatchError, StoreCorru
 from microw_core.hooks import ActivationRecorder, FunctionController, OutputRecorder
 from microw_core.model import generate
 from microw_core.sae import SAEConfig, build_sae, save_sae
-from microw_core.steering import (FeatureEdit, FeatureEncoder, SAESteering, SteeringConfig, SteeringEvalConfig, SteeringScales,
+from microw_core.steering import (FeatureEdit, FeatureEncoder, SAESteering, feature_trace, SteeringConfig, SteeringEvalConfig, SteeringScales,
                                   caa_vector, control_hook, evaluate_steering, layer_mean, list_vectors, load_vector,
                                   save_vector, steer, steering_scales)
 from microw_core.store import Store
@@ -84,7 +84,7 @@ def test_clamping_to_the_current_value_changes_nothing(lm):
     sae = make_sae()
     before, _ = layer_io(lm, SAESteering(sae, []))
     feature = int(sae.encode(before)[0, -1].argmax())
-    value = float(sae.encode(before)[0, -1, feature])
+    value = float(FeatureEncoder(sae, [feature])(before)[0, -1, 0])  # as the hook computes it
     assert value > 0
     hook = SAESteering(sae, [FeatureEdit(feature, value, "clamp", "raw")], positions="generated")
     _, after = layer_io(lm, hook)
@@ -336,11 +336,14 @@ def test_feature_encoder_matches_encode(arch):
             sae.threshold.uniform_(0.0, 0.3)
     x = torch.randn(2, 5, D)
     features = [3, 0, 17, 63]
-    encoder = FeatureEncoder(sae, features)
-    assert torch.allclose(encoder.activations(encoder.pre_acts(x)), sae.encode(x)[..., features], atol=1e-6)
-    # The recorded activation after an edit is what encoding the edited activation gives.
+    assert torch.allclose(FeatureEncoder(sae, features)(x), sae.encode(x)[..., features], atol=1e-6)
+    # feature_trace reads, after the edit, the position that produced each generated token.
     lm = tiny_model("llama")
     hook = SAESteering(sae, [FeatureEdit(3, 1.5, "add", "raw"), FeatureEdit(17, 0.9, "clamp", "raw")],
-                       record=features)
-    _, after = layer_io(lm, hook)
-    assert torch.allclose(hook.recorded[-1], sae.encode(after)[..., features], atol=1e-5)
+                       positions="generated")
+    after = ActivationRecorder(LAYER)
+    result = generate(lm, PROMPT, max_new_tokens=5, hooks=(hook, after))
+    trace = feature_trace(lm, sae, PROMPT, result.token_ids, features, hook)
+    produced = torch.stack([a[0, -1] for a in after.activations])  # the last prompt position, then each step
+    assert len(produced) == len(result.token_ids)
+    assert torch.allclose(torch.tensor([trace[f] for f in features]).T, sae.encode(produced)[..., features], atol=1e-4)

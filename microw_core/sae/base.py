@@ -71,6 +71,7 @@ class SAE(nn.Module):
 
     arch: ClassVar[str]
     sparse_training: ClassVar[bool] = False  # picks latents outside autograd (see sparse.py)
+    calibrates: ClassVar[bool] = False       # needs `calibrate` on a few batches after training
     lr_scales: ClassVar[dict[str, float]] = {}  # learning-rate multipliers by parameter name
     selection_dtype: torch.dtype | None = None  # sparse training: bfloat16 picks latents faster; values stay fp32
 
@@ -136,6 +137,9 @@ class SAE(nn.Module):
     def training_forward(self, x: torch.Tensor, dead: torch.Tensor | None, sparsity_scale: float) -> TrainOutput:
         """One batch of (scaled) activations -> reconstruction and loss terms. See TrainOutput."""
         raise NotImplementedError
+
+    def calibrate(self, batches: list[torch.Tensor]) -> None:
+        """Fit inference-only settings on a few (scaled) training batches once training is done."""
 
     @torch.no_grad()
     def fold_input_scale(self, scale: float) -> None:

@@ -33,6 +33,7 @@ from .data import (
 )
 
 Progress = Callable[[dict], None]
+CALIBRATION_BATCHES = 8  # batches drawn after training for inference-only settings (BatchTopK threshold)
 
 
 @dataclass
@@ -193,7 +194,10 @@ class SAETrainer:
                 if stopped:
                     break
                 window_start, window_tokens = time.perf_counter(), 0
-        return [self._result(m, complete=not stopped) for m in self.members]
+        calibration = []
+        if any(m.sae.calibrates for m in self.members):
+            calibration = [next(batches).to(self.device) * self.scale for _ in range(CALIBRATION_BATCHES)]
+        return [self._result(m, not stopped, calibration) for m in self.members]
 
     def _train_step(self, member: _Member, x: torch.Tensor, variance: torch.Tensor) -> None:
         cfg, sae = member.config, member.sae
@@ -250,9 +254,12 @@ class SAETrainer:
         for member in self.members:
             member.sae.b_dec.copy_(centre)
 
-    def _result(self, member: _Member, complete: bool) -> TrainedSAE:
-        sae = build_sae(member.sae.cfg)
-        sae.load_state_dict({k: v.detach().cpu() for k, v in member.sae.state_dict().items()})
+    def _result(self, member: _Member, complete: bool, calibration: list[torch.Tensor]) -> TrainedSAE:
+        """A copy of the SAE, calibrated, on the CPU, reading raw activations."""
+        sae = build_sae(member.sae.cfg).to(self.device)
+        sae.load_state_dict(member.sae.state_dict())
+        sae.calibrate(calibration)
+        sae = sae.cpu()
         sae.fold_input_scale(self.scale)
         return TrainedSAE(sae.eval(), member.config, list(member.history), complete)
 
