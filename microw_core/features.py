@@ -365,7 +365,7 @@ class FeatureAccumulator:
             "doc": batch.doc_index[rows],
             "position": batch.position[rows],
             "tokens": torch.where(same, batch.token_ids[around], -1),
-            "acts": torch.where(same, batch.acts[around, feats.unsqueeze(1)], 0.0),
+            "acts": torch.where(same, batch.acts.view(-1)[around * batch.acts.shape[1] + feats.unsqueeze(1)], 0.0),
         }
 
 

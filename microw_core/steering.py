@@ -34,7 +34,7 @@ import torch
 
 from .errors import InvalidInputError, ShapeMismatchError, StoreError
 from .hooks import (ActivationRecorder, AddVector, ClampDirection, Controller, Detector, HookContext, ScaleDirection,
-                    ZeroDirection)
+                    StopForward, ZeroDirection)
 from .model import LanguageModel, generate
 from .store import FileRecord, Store, safe_name
 
@@ -252,7 +252,7 @@ class FeatureEncoder:
         """[..., len(features)] activations of x [..., d_in]."""
         pre = torch.nn.functional.linear(x.to(self.weight.device, self.weight.dtype), self.weight, self.bias)
         if not self.elementwise:  # TopK: a feature counts when its pre-activation is among the k largest
-            kth = pre.topk(self.k, dim=-1, sorted=False).values.amin(-1, keepdim=True)
+            kth = pre.kthvalue(pre.shape[-1] - self.k + 1, dim=-1, keepdim=True).values
             pre = pre[..., self.features]
             return pre.relu() * (pre >= kth)
         f = pre.relu()
@@ -288,17 +288,22 @@ class SAESteering(Controller):
             values = strengths * units
             clamp = torch.tensor([m == "clamp" for m in methods], dtype=torch.bool)
             self.values = torch.where(clamp & (strengths == 0), torch.nan, values)  # clamp at 0: leave it be
-            add_features = [self.edits[j].feature for j in add]
-            self.add_dirs = W_dec[add_features] / W_dec[add_features].norm(dim=1, keepdim=True).clamp_min(1e-12)
-            self.add_coef = self.values[:, add].to(W_dec.device)
+            # Every add edit together is one vector per row (zero for rows at strength 0).
+            add_dirs = W_dec[[self.edits[j].feature for j in add]]
+            add_dirs = add_dirs / add_dirs.norm(dim=1, keepdim=True).clamp_min(1e-12)
+            add_delta = self.values[:, add].to(W_dec.device) @ add_dirs
+            self.add_delta = add_delta.unsqueeze(1) if add and add_delta.any() else None  # [rows, 1, d]
             enc_features = [self.edits[j].feature for j in enc]
             self.enc_dirs = W_dec[enc_features]
             ablate = torch.tensor([methods[j] == "ablate" for j in enc], dtype=torch.bool)
-            self.clamp_target = torch.where(ablate, torch.nan, self.values[:, enc]).to(W_dec.device)
-            self.ablate_fraction = torch.where(ablate, self.values[:, enc], 0.0).to(W_dec.device)
-        self.encoder = FeatureEncoder(sae, enc_features) if enc_features else None
-        self.active = bool(self.add_coef.ne(0).any() or (~self.clamp_target.isnan()).any()
-                           or self.ablate_fraction.ne(0).any())
+            target = torch.where(ablate, torch.nan, self.values[:, enc])
+            fraction = torch.where(ablate, self.values[:, enc], 0.0)
+            self.clamp_target = target.unsqueeze(1).to(W_dec.device)  # [rows, 1, n]; NaN: not clamped
+            self.kept_fraction = (1 - fraction).unsqueeze(1).to(W_dec.device)
+            self.clamp_only = not target.isnan().any()  # every row clamps every one of these features
+            enc_active = bool((~target.isnan()).any() or fraction.ne(0).any())
+        self.encoder = FeatureEncoder(sae, enc_features) if enc_active else None
+        self.active = self.add_delta is not None or self.encoder is not None
 
     @staticmethod
     def _unit(edit: FeatureEdit, scales: SteeringScales | None, W_dec: torch.Tensor, used: bool) -> float:
@@ -313,47 +318,47 @@ class SAESteering(Controller):
         if len(table) not in (1, batch):
             raise ShapeMismatchError(f"The steering hook has strengths for {len(table)} rows but the batch has {batch}; "
                                      "give one row of strengths, or one per batch row.")
-        return table.expand(batch, -1).unsqueeze(1)  # [batch, 1, n]
+        return table  # [1 or batch, 1, n] broadcasts over the batch and the positions
 
     def modify(self, ctx: HookContext, activation: torch.Tensor) -> torch.Tensor:
+        # Few tensor ops on purpose: this runs at every generation step.
         if not self.active:
             return activation
         where = self.select(ctx, activation)
-        if where is not None and not where.any():
-            return activation
+        if where is not None:
+            if not where.any():
+                return activation
+            where = where.unsqueeze(-1).to(self.enc_dirs.device, self.enc_dirs.dtype)
         batch, delta = activation.shape[0], None
+        if self.add_delta is not None:
+            delta = self._rows(self.add_delta, batch)
+            delta = delta if where is None else delta * where
         if self.encoder is not None:
             f = self.encoder(activation)
             target = self._rows(self.clamp_target, batch)
-            change = torch.where(target.isnan(), f * (1 - self._rows(self.ablate_fraction, batch)), target) - f
-            if where is not None:
-                change = change * where.unsqueeze(-1).to(change.device)
-            if change.any():
-                delta = change @ self.enc_dirs
-        if len(self.add_dirs):
-            coef = self._rows(self.add_coef, batch)
-            if where is not None:
-                coef = coef * where.unsqueeze(-1).to(coef.device)
-            if coef.any():
-                added = coef @ self.add_dirs
-                delta = added if delta is None else delta + added
-        if delta is None:
-            return activation
+            if not self.clamp_only:
+                target = torch.where(target.isnan(), f * self._rows(self.kept_fraction, batch), target)
+            change = target - f if where is None else (target - f) * where
+            clamped = change @ self.enc_dirs
+            delta = clamped if delta is None else delta + clamped
         return activation + delta.to(activation.device, activation.dtype)
 
 
 class FeatureRecorder(Detector):
     """Records SAE feature activations at every forward of the SAE's layer (attach after any steering hook)."""
 
-    def __init__(self, sae, features: Sequence[int]):
+    def __init__(self, sae, features: Sequence[int], stop_forward: bool = False):
         super().__init__(sae.cfg.layer)
         self.encoder = FeatureEncoder(sae, features)
+        self.stop_forward = stop_forward  # end the forward here: nothing deeper is needed
         self.chunks: list[torch.Tensor] = []
 
     def observe(self, ctx: HookContext, activation: torch.Tensor) -> None:
         if ctx.past_length == 0:
             self.chunks.clear()  # a new prompt
         self.chunks.append(self.encoder(activation).detach().float().cpu())
+        if self.stop_forward:
+            raise StopForward
 
     def per_new_token(self, n_tokens: int) -> torch.Tensor:
         """[batch, n_tokens, features] after a cached generation: entry k is the activation at the position that
@@ -377,7 +382,7 @@ def feature_trace(lm: LanguageModel, sae, prompt: str, token_ids: Sequence[int],
         return {f: [] for f in features}
     prompt_ids = lm.tokenize([prompt])["input_ids"]
     ids = torch.cat([prompt_ids, torch.tensor([list(token_ids[:-1])], device=prompt_ids.device)], dim=1)
-    recorder = FeatureRecorder(sae, features)
+    recorder = FeatureRecorder(sae, features, stop_forward=True)
     hooks = (recorder,)
     if hook is not None and hook.active:
         hook.select.prompt_length = prompt_ids.shape[1]  # this one forward holds the prompt and the continuation

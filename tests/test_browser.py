@@ -102,7 +102,7 @@ def settle(page) -> None:
 
 
 def go(page, title: str, heading: str | None = None) -> None:
-    page.locator("[data-testid=stSidebarNav] a", has_text=re.compile(f"^{title}$")).click()
+    page.locator(f"[data-testid=stSidebarNav] a:has(span[label='{title}'])").click()
     page.get_by_role("heading", name=heading or title, level=1).wait_for()
     settle(page)
 
@@ -134,11 +134,11 @@ def test_workflow_in_the_browser(page):
         page.get_by_text("Demo model", exact=True).click()
     else:
         page.get_by_text("Local folder", exact=True).click()
-        page.get_by_label("Folder or hub id").fill(MODEL)
+        page.get_by_label("Folder or hub id", exact=True).fill(MODEL)
     page.get_by_role("button", name="Load model").click()
     expect(page.get_by_text("Width (d_model)")).to_be_visible(timeout=LONG)
     expect(page.get_by_role("heading", name="Layers")).to_be_visible()
-    page.get_by_label("Prompt").fill("Once upon a time")
+    page.get_by_label("Prompt", exact=True).fill("Once upon a time")
     page.get_by_role("button", name="Generate").click()
     expect(page.locator(".mw-gen")).to_contain_text("Once upon a time", timeout=LONG)
     settle(page)
@@ -147,11 +147,11 @@ def test_workflow_in_the_browser(page):
     # Activations: capture the demo corpus (a background job)
     go(page, "Activations")
     expect(page.get_by_text("Demo corpus")).to_be_visible()
-    budget = page.get_by_label("Token budget")
+    budget = page.get_by_label("Token budget", exact=True)
     budget.fill("12000")
     budget.press("Enter")
-    page.get_by_label("Run name").fill("browser")
-    page.get_by_label("Run name").press("Enter")
+    page.get_by_label("Run name", exact=True).fill("browser")
+    page.get_by_label("Run name", exact=True).press("Enter")
     settle(page)
     page.get_by_role("button", name="Start capture").click()
     wait_job(page, "Capture")
@@ -160,7 +160,7 @@ def test_workflow_in_the_browser(page):
 
     # Train SAE: live curves, a reload while it trains, then the SAE in the list
     go(page, "Train SAE")
-    tokens = page.get_by_label("Training tokens")
+    tokens = page.get_by_label("Training tokens", exact=True)
     tokens.fill("40960")
     tokens.press("Enter")
     settle(page)
@@ -174,7 +174,7 @@ def test_workflow_in_the_browser(page):
 
     # Features: compute the cards, open the top feature, name it
     go(page, "Features")
-    tokens = page.get_by_label("Token budget")
+    tokens = page.get_by_label("Token budget", exact=True)
     tokens.fill("12000")
     tokens.press("Enter")
     settle(page)
@@ -187,7 +187,7 @@ def test_workflow_in_the_browser(page):
     tokens = page.locator(".mw-tok[title]")
     expect(tokens.first).to_be_attached()
     assert re.search(r": \d+\.\d{3}$", tokens.first.get_attribute("title"))
-    page.get_by_label("Concept name").fill("browser concept")
+    page.get_by_label("Concept name", exact=True).fill("browser concept")
     page.get_by_role("button", name="Save name").click()
     expect(page.get_by_text(f"Saved: feature {feature} is 'browser concept'.")).to_be_visible()
     expect(page.get_by_role("heading", name=f"Feature {feature} — browser concept")).to_be_visible()
@@ -201,11 +201,11 @@ def test_workflow_in_the_browser(page):
 
     # Steering: a slider for the concept, baseline and steered side by side, the trace
     go(page, "Steering")
-    page.get_by_label("Concepts to steer").click()
+    page.get_by_label("Concepts to steer", exact=True).click()
     page.get_by_role("option", name=f"browser concept (#{feature})").click()
     page.keyboard.press("Escape")
     expect(page.get_by_role("slider")).to_have_count(1)
-    page.get_by_label("Prompt").fill("One morning")
+    page.get_by_label("Prompt", exact=True).fill("One morning")
     page.get_by_role("button", name="Generate baseline and steered").click()
     expect(page.get_by_text("Activation trace")).to_be_visible(timeout=LONG)
     expect(page.locator(".mw-gen")).to_have_count(3 if page.get_by_text("Prompt-only baseline").count() else 2)

@@ -171,11 +171,13 @@ class TrainOutput:
     """What one training batch produced. `loss` is differentiable; the rest are detached."""
 
     loss: torch.Tensor
-    x_hat: torch.Tensor
     sq_error: torch.Tensor        # summed squared reconstruction error over the batch
-    l0: torch.Tensor              # active latents summed over the batch
     fired: torch.Tensor           # indices (or a bool mask) of latents active in this batch
-    values: torch.Tensor | None = None  # sparse training: the active latents' activations
+    l0: torch.Tensor | None = None        # sparse training: active latents summed over the batch
+    latents: torch.Tensor | None = None   # dense training: the latents, counted only when metrics are due
+
+    def active_count(self) -> torch.Tensor:
+        return self.l0 if self.l0 is not None else torch.count_nonzero(self.latents)
 
 
 def build_sae(cfg: SAEConfig) -> SAE:

@@ -83,9 +83,8 @@ class JumpReluSAE(SAE):
         # The penalty is per latent in units of squared error / d_in, so one setting fits any d_in.
         penalty = sparsity_scale * self.cfg.l0_coeff * self.cfg.d_in * l0
         loss = reconstruction_loss(x_hat, x) + penalty
-        active = f.detach() > 0
-        return TrainOutput(loss=loss, x_hat=x_hat.detach(), sq_error=(x_hat.detach() - x).pow(2).sum(),
-                           l0=active.sum(), fired=active.any(0))
+        f = f.detach()
+        return TrainOutput(loss=loss, sq_error=(x_hat.detach() - x).pow(2).sum(), fired=f.sum(0) > 0, latents=f)
 
     @torch.no_grad()
     def after_step(self) -> None:

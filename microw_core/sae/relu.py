@@ -32,6 +32,5 @@ class ReluSAE(SAE):
         # Decoder rows have unit norm, so the L1 of f is the L1 of the decoded contributions.
         l1 = f.sum(-1).mean()
         loss = reconstruction_loss(x_hat, x) + sparsity_scale * self.cfg.l1_coeff * l1
-        active = f.detach() > 0
-        return TrainOutput(loss=loss, x_hat=x_hat.detach(), sq_error=(x_hat.detach() - x).pow(2).sum(),
-                           l0=active.sum(), fired=active.any(0))
+        f = f.detach()
+        return TrainOutput(loss=loss, sq_error=(x_hat.detach() - x).pow(2).sum(), fired=f.sum(0) > 0, latents=f)

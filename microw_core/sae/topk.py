@@ -47,10 +47,9 @@ def sparse_training_output(sae: SAE, x: torch.Tensor, x_in: torch.Tensor, codes:
     loss = reconstruction_loss(x_hat, x)
     if dead is not None and dead.numel():
         loss = loss + AUXK_ALPHA * auxk_loss(sae, x_in, (x - x_hat).detach(), dead)
-    values = values.detach()
-    active = values > 0
-    return TrainOutput(loss=loss, x_hat=x_hat.detach(), sq_error=(x_hat.detach() - x).pow(2).sum(),
-                       l0=active.sum(), fired=codes.col[active], values=values[active])
+    active = values.detach() > 0
+    return TrainOutput(loss=loss, sq_error=(x_hat.detach() - x).pow(2).sum(), fired=codes.col[active],
+                       l0=active.sum())
 
 
 def auxk_loss(sae: SAE, x_in: torch.Tensor, residual: torch.Tensor, dead: torch.Tensor) -> torch.Tensor:

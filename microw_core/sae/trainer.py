@@ -178,11 +178,12 @@ class SAETrainer:
         while self.step < cfg.steps:
             x = next(batches).to(self.device, non_blocking=True) * self.scale
             variance = (x - x.mean(0)).pow(2).sum()
+            metrics_due = (self.step + 1) % cfg.log_every == 0 or self.step + 1 == cfg.steps
             for member in self.members:
-                self._train_step(member, x, variance)
+                self._train_step(member, x, variance, metrics_due)
             self.step += 1
             window_tokens += len(x)
-            if self.step % cfg.log_every == 0 or self.step == cfg.steps:
+            if metrics_due:
                 elapsed = time.perf_counter() - window_start
                 self.seconds += elapsed
                 self._log(window_tokens / max(elapsed, 1e-9), progress)
@@ -199,7 +200,7 @@ class SAETrainer:
             calibration = [next(batches).to(self.device) * self.scale for _ in range(CALIBRATION_BATCHES)]
         return [self._result(m, not stopped, calibration) for m in self.members]
 
-    def _train_step(self, member: _Member, x: torch.Tensor, variance: torch.Tensor) -> None:
+    def _train_step(self, member: _Member, x: torch.Tensor, variance: torch.Tensor, metrics_due: bool) -> None:
         cfg, sae = member.config, member.sae
         steps = cfg.steps
         sparsity_scale = min(1.0, (self.step + 1) / max(1, cfg.sparsity_warmup_fraction * steps))
@@ -219,8 +220,11 @@ class SAETrainer:
         sae.after_step()
         member.since_fired += len(x)
         member.since_fired[out.fired] = 0
-        for name, value in (("loss", out.loss.detach() * len(x)), ("sq_error", out.sq_error),
-                            ("variance", variance), ("l0", out.l0), ("tokens", len(x))):
+        sums = [("loss", out.loss.detach() * len(x)), ("sq_error", out.sq_error), ("variance", variance),
+                ("tokens", len(x))]
+        if out.l0 is not None or metrics_due:  # counting a dense batch's active latents is a full pass
+            sums += [("l0", out.active_count()), ("l0_tokens", len(x))]
+        for name, value in sums:
             member.sums[name] = member.sums.get(name, 0) + value
 
     def _log(self, tokens_per_s: float, progress: Progress | None) -> None:
@@ -231,7 +235,7 @@ class SAETrainer:
                 "sae": index, "step": self.step, "tokens": self.step * self.shared.batch_size,
                 "loss": sums["loss"] / sums["tokens"],
                 "explained_variance": 1.0 - sums["sq_error"] / max(sums["variance"], 1e-12),
-                "l0": sums["l0"] / sums["tokens"],
+                "l0": sums["l0"] / sums["l0_tokens"],
                 "dead_fraction": float((member.since_fired >= member.dead_tokens).float().mean()),
                 "lr": member.optimizer.param_groups[0]["lr"],
                 "tokens_per_s": tokens_per_s, "seconds": self.seconds,
