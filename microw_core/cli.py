@@ -131,7 +131,8 @@ def cmd_app(args: argparse.Namespace) -> dict[str, Any]:
     # (where .streamlit/config.toml is read).
     env = {**os.environ, "MICROW_STORE": str(Store(args.store).root)}
     command = [sys.executable, "-m", "streamlit", "run", str(app), "--server.port", str(args.port),
-               "--server.address", args.address, "--server.headless", "true", "--browser.gatherUsageStats", "false"]
+               "--server.address", args.address, "--server.headless", "true", "--browser.gatherUsageStats", "false",
+               "--server.fileWatcherType", "none"]
     print(f"microw app on http://{args.address}:{args.port} (store {env['MICROW_STORE']}); Ctrl+C stops it.",
           file=sys.stderr)
     try:

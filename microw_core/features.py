@@ -6,10 +6,11 @@ activation bins, a 50-bin histogram, logit effects, decoder-cosine neighbours an
 label. Everything is vectorised over the sparse (row, feature, value) entries of each batch: no
 Python loop ever runs per token or per feature while the model is running.
 
-Running top-k: each feature keeps a [width, N] buffer sorted by value; a batch entry is a
-candidate only when it beats its feature's N-th value, and candidates merge with the buffer by a
-(group, value) sort. Ties keep the earliest row, so the result is the exact top-N by
-(value descending, row ascending) that a brute-force sort over the whole pass gives.
+Running top-k: each feature keeps a [width, N] buffer of (value, row, context); a batch entry
+is a candidate only when it beats the smallest value its feature keeps, and candidates merge with
+the buffer by one (feature, value, row) sort; only newcomers' contexts are written. Ties keep the
+earliest row, so the result is the exact top-N by (value descending, row ascending) that a
+brute-force sort over the whole pass gives.
 
 Histogram range: a feature's histogram covers (0, R] in `hist_bins` equal bins, where R is the
 feature's maximum in the first batch it fired in, doubled as often as needed when larger values
@@ -597,7 +598,8 @@ def save_features(store: Store, sae_name: str, acc: FeatureAccumulator, lm: Lang
     alive = int((count > 0).sum())
     summary = {"features": acc.width, "alive": alive, "tokens": tokens, "tokens_per_s": tokens / max(pass_seconds, 1e-9)}
     store.write_json(f"{base}/meta.json", {
-        **summary, "sae": sae_name, "model": lm.name, "layer": sae.cfg.layer, "dataset": spec.to_dict(),
+        **summary, "sae": sae_name, "sae_weights": _weights_sha(store, sae_name),
+        "model": lm.name, "layer": sae.cfg.layer, "dataset": spec.to_dict(),
         "config": asdict(config), "complete": complete, "pass_seconds": pass_seconds,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "files": {name: record.to_dict() for name, record in files.items()},
@@ -622,12 +624,23 @@ class FeatureData:
     strings: dict[int, str]
 
 
+def _weights_sha(store: Store, sae_name: str) -> str | None:
+    """Checksum of the SAE's saved weights (None when it is not saved in the store)."""
+    path = f"saes/{safe_name(sae_name)}/config.json"
+    return (store.read_json(path).get("weights") or {}).get("sha256") if store.exists(path) else None
+
+
 def _meta(store: Store, sae_name: str) -> dict:
     path = f"saes/{safe_name(sae_name)}/{FEATURES_DIR}/meta.json"
     if not store.exists(path):
         raise StoreError(f"SAE '{sae_name}' has no feature dashboards in {store.root} yet; compute them with "
                          f"`microw features --sae {sae_name}` or on the Features page.")
-    return store.read_json(path)
+    meta = store.read_json(path)
+    current = _weights_sha(store, sae_name)
+    if current is not None and meta.get("sae_weights") not in (None, current):
+        raise StoreError(f"The feature dashboards of SAE '{sae_name}' belong to earlier weights of it (it was "
+                         f"trained again); recompute them with `microw features --sae {sae_name}`.")
+    return meta
 
 
 def load_features(store: Store, sae_name: str) -> FeatureData:

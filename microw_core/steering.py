@@ -704,8 +704,9 @@ def _generate_rows(lm: LanguageModel, sae, prompts: list[str], features: list[in
         options.update(do_sample=True, temperature=cfg.temperature, top_k=0, top_p=1.0)
     else:
         options.update(do_sample=False, temperature=None, top_k=None, top_p=None)
-    for start in range(0, len(prompts), cfg.batch_size):
-        chunk = prompts[start:start + cfg.batch_size]
+    size = math.ceil(len(prompts) / math.ceil(len(prompts) / cfg.batch_size))  # equal chunks, none nearly empty
+    for start in range(0, len(prompts), size):
+        chunk = prompts[start:start + size]
         batch = lm.tokenize(chunk, padding_side="left")
         recorder = FeatureRecorder(sae, features)
         with lm.hooks(steering(start, start + len(chunk)), recorder), torch.no_grad():

@@ -65,8 +65,10 @@ if st.button("Start capture", type="primary", key="cap_start"):
         if dataset is None or not layers:
             raise InvalidInputError("Choose a dataset (a file, a path or a dataset name) and at least one layer.")
         spec = DatasetSpec.parse(dataset, text_column=text_column, split=split, config=config)
+        # sort_window=8: texts are length-sorted 256 at a time, so a small budget does not read (or, for
+        # the demo corpus, generate) thousands of texts it will not use.
         cfg = CaptureConfig(layers=layers, max_tokens=int(max_tokens), batch_size=int(batch_size),
-                            max_length=int(max_length), dtype=dtype)
+                            max_length=int(max_length), dtype=dtype, sort_window=8)
     except MicrowError as err:
         st.error(str(err))
     else:

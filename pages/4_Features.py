@@ -36,7 +36,7 @@ def compute_form(expanded: bool) -> None:
                 same = run_dataset and run_dataset.get("source") == source
                 spec = DatasetSpec.from_dict(run_dataset) if same else DatasetSpec.parse(source)
                 task = pipeline.features_task(lm, ui.sae(sae_name), spec, store, sae_name,
-                                              FeatureConfig(max_tokens=int(tokens)))
+                                              FeatureConfig(max_tokens=int(tokens), sort_window=8))
             except MicrowError as err:
                 st.error(str(err))
                 return

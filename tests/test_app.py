@@ -15,6 +15,7 @@ from microw_core.capture import CaptureConfig, capture
 from microw_core.concepts import ConceptDictionary
 from microw_core.features import FeatureConfig, compute_features, feature_card
 from microw_core.model import load_model
+from microw_core.pipeline import DemoBudget, run_demo_pipeline
 from microw_core.sae import TrainConfig, load_sae
 from microw_core.sae.pipeline import train_sae
 from microw_core.store import Store
@@ -83,6 +84,29 @@ def test_home_shows_the_store(app, prepared):
     assert metrics["Activation runs"] == "1"
     assert any("base" in str(df.value) for df in at.dataframe)
     assert at.button[0].label == "Run the demo pipeline"
+
+
+def test_home_shows_a_running_pipeline_with_progress_and_cancel(prepared, monkeypatch, tmp_path):
+    store = Store(tmp_path / "pipeline")
+    monkeypatch.setenv("MICROW_STORE", str(store.root))
+    budget = DemoBudget(layer="resid_post.0", capture_tokens=10_000_000, width=64, k=4, batch_size=256)
+    job_id = jobs.start_job(store, "pipeline", {}, lambda report, should_stop: run_demo_pipeline(
+        store, report, should_stop, budget=budget, model=prepared["model"]))
+    deadline = time.monotonic() + 60
+    while jobs.get_job(store, job_id)["progress"] == 0.0 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
+    no_exceptions(at)
+    assert at.button(key="cancel-" + job_id)
+    assert at.button[0].disabled  # one demo pipeline at a time
+    (bar,) = at.get("progress")
+    assert "Captured" in bar.proto.text and "left" in bar.proto.text  # message and ETA
+    at.button(key="cancel-" + job_id).click().run()
+    assert jobs.wait_job(store, job_id, timeout=60)["status"] == "cancelled"
+    at.run()
+    no_exceptions(at)
+    assert any("cancelled" in e.label for e in at.expander)
+    assert not at.button[0].disabled
 
 
 def test_home_with_an_empty_store(prepared, monkeypatch, tmp_path):

@@ -48,14 +48,14 @@ def free_port() -> int:
 
 @pytest.fixture(scope="module")
 def server(requirements, tmp_path_factory):
-    """The app on a free loopback port with an empty store; yields its URL."""
+    """The app on a free loopback port with an empty store; yields its URL and the folder of its logs."""
     store = tmp_path_factory.mktemp("browser") / "store"
     port = free_port()
     log = open(store.parent / "streamlit.log", "w")
     env = {**os.environ, "MICROW_STORE": str(store), "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port), "--server.headless", "true",
-         "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false"],
+         "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"],
         cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -68,7 +68,7 @@ def server(requirements, tmp_path_factory):
                 if proc.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError(f"streamlit did not start: {(store.parent / 'streamlit.log').read_text()}")
                 time.sleep(0.3)
-        yield url
+        yield {"url": url, "folder": store.parent}
     finally:
         proc.terminate()
         try:
@@ -87,10 +87,13 @@ def page(server):
             "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         page.set_default_timeout(30_000)
-        page.goto(server)
+        page.goto(server["url"])
         page.get_by_role("heading", name="microw", level=1).wait_for(timeout=LONG)  # first run imports torch
-        yield page
-        browser.close()
+        try:
+            yield page
+        finally:
+            page.screenshot(path=str(server["folder"] / "last-page.png"), full_page=True)  # for failures
+            browser.close()
 
 
 def settle(page) -> None:

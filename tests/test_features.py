@@ -275,3 +275,17 @@ def test_cli_features_and_card(tmp_path, capsys):
     assert {"density", "max_activation", "top_contexts", "logits_pos", "logits_neg", "label"} <= set(card)
     assert cli_main(["feature", "--store", str(store.root), "--sae", "s", "--id", "999", "--json"]) == 2
     assert "does not exist" in json.loads(capsys.readouterr().out.strip().splitlines()[-1])["error"]
+
+
+def test_dashboards_of_retrained_sae_are_refused(llama, tmp_path):
+    from dataclasses import replace
+
+    store = Store(tmp_path / "store")
+    sae = make_sae()
+    save_sae(store, "s", sae)
+    data = write_jsonl(tmp_path / "t.jsonl", make_texts(10))
+    compute_features(llama, sae, data, store, "s", replace(CONFIG, max_tokens=50))
+    assert feature_card(store, "s", 0)["id"] == 0
+    save_sae(store, "s", make_sae(seed=2))  # trained again under the same name
+    with pytest.raises(StoreError, match="earlier weights"):
+        feature_card(store, "s", 0)

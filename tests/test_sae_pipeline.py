@@ -111,3 +111,18 @@ def test_zero_ablation_is_worse_than_the_clean_model(captured):
         sae.b_dec.zero_()
     metrics = splice_metrics(lm, sae, LAYER, texts(6, seed=3))
     assert metrics["ce_loss_recovered"] == pytest.approx(1.0, abs=1e-4) and metrics["kl"] < 1e-6
+
+
+def test_special_tokens_kept_by_a_capture_are_not_trained_on(captured, tmp_path):
+    from microw_core.sae.data import run_rows
+
+    lm, _ = captured
+    data = tmp_path / "texts.txt"
+    data.write_text("\n".join(texts(20)))
+    store = Store(tmp_path / "store")
+    capture(lm, str(data), CaptureConfig(layers=[LAYER], keep_special=True, shard_tokens=50), store, run="s")
+    run = open_run(store, "s")
+    special = run.meta()["special"].bool()
+    assert special.any()
+    rows = torch.cat(list(run_rows(run, LAYER)))
+    assert torch.equal(rows, run.load(LAYER)[~special])

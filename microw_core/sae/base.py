@@ -73,6 +73,7 @@ class SAE(nn.Module):
     sparse_training: ClassVar[bool] = False  # picks latents outside autograd (see sparse.py)
     calibrates: ClassVar[bool] = False       # needs `calibrate` on a few batches after training
     lr_scales: ClassVar[dict[str, float]] = {}  # learning-rate multipliers by parameter name
+    training_defaults: ClassVar[dict[str, float]] = {}  # settings filled into a config before training
     selection_dtype: torch.dtype | None = None  # sparse training: bfloat16 picks latents faster; values stay fp32
 
     def __init__(self, cfg: SAEConfig):
@@ -91,8 +92,6 @@ class SAE(nn.Module):
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
         ARCHITECTURES[cls.arch] = cls
-
-    training_defaults: ClassVar[dict[str, float]] = {}  # filled into a config before training
 
     @staticmethod
     def encoder_init_scale(cfg: SAEConfig) -> float:

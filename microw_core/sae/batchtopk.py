@@ -18,13 +18,12 @@ class BatchTopKSAE(SAE):
     arch = "batchtopk"
     sparse_training = True
     calibrates = True
+    training_defaults = {"k": DEFAULT_K}
 
     def __init__(self, cfg: SAEConfig):
         super().__init__(cfg)
         # One value per latent (all equal) so inference matches JumpReLU exactly; zero until calibrated.
         self.register_buffer("threshold", torch.zeros(cfg.width))
-
-    training_defaults = {"k": DEFAULT_K}
 
     @staticmethod
     def check_config(cfg: SAEConfig) -> None:

@@ -131,17 +131,28 @@ def heldout_split(total_tokens: int, eval_tokens: int | None = None) -> HeldOutS
 
 
 def run_rows(run, layer: str, start: int = 0, stop: int | None = None) -> Iterator[torch.Tensor]:
-    """A run's activation rows [start, stop) shard by shard; shards outside the range are not read."""
+    """A run's activation rows [start, stop) shard by shard; shards outside the range are not read.
+
+    Rows of special tokens (BOS, EOS ...; stored only when the capture kept them) are skipped:
+    their activations are outliers an SAE should not spend latents on.
+    """
     stop = run.tokens if stop is None else stop
+    keep_special = run.manifest.get("config", {}).get("keep_special", False)
     offset = 0
     for shard in run.manifest["shards"]:
         lo, hi = offset, offset + shard["tokens"]
         offset = hi
         if hi <= start or lo >= stop:
             continue
-        record = shard["files"][layer]
-        rows = run.store.read_tensors(record["path"], record["sha256"])["activations"].float()
-        yield rows[max(start - lo, 0) : min(stop, hi) - lo]
+        part = slice(max(start - lo, 0), min(stop, hi) - lo)
+        rows = _read(run, shard["files"][layer])["activations"][part].float()
+        if keep_special:
+            rows = rows[~_read(run, shard["files"]["meta"])["special"][part].bool()]
+        yield rows
+
+
+def _read(run, record: dict) -> dict[str, torch.Tensor]:
+    return run.store.read_tensors(record["path"], record["sha256"])
 
 
 def heldout_documents(run, split: HeldOutSplit) -> list[int]:

@@ -55,12 +55,11 @@ class JumpReluSAE(SAE):
     arch = "jumprelu"
     # Adam moves a parameter by about lr per step; thresholds must travel O(1) within short runs.
     lr_scales = {"threshold": THRESHOLD_LR_SCALE}
+    training_defaults = {"l0_coeff": DEFAULT_L0_COEFF, "jumprelu_bandwidth": DEFAULT_BANDWIDTH}
 
     def __init__(self, cfg: SAEConfig):
         super().__init__(cfg)
         self.threshold = nn.Parameter(torch.full((cfg.width,), INITIAL_THRESHOLD))
-
-    training_defaults = {"l0_coeff": DEFAULT_L0_COEFF, "jumprelu_bandwidth": DEFAULT_BANDWIDTH}
 
     @staticmethod
     def encoder_init_scale(cfg: SAEConfig) -> float:

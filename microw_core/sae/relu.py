@@ -11,7 +11,6 @@ DEFAULT_L1_COEFF = 5.0  # squared error is summed over d_in, inputs scaled to no
 
 class ReluSAE(SAE):
     arch = "relu"
-
     training_defaults = {"l1_coeff": DEFAULT_L1_COEFF}
 
     @staticmethod

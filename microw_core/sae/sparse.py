@@ -43,10 +43,6 @@ class SparseCodes:
         crow[1:] = counts.cumsum(0)
         return cls(crow, col, row, n_tokens, width)
 
-    def select(self, keep: torch.Tensor) -> SparseCodes:
-        """The pairs where bool `keep` [nnz] is True."""
-        return SparseCodes.from_pairs(self.row[keep], self.col[keep], self.n_tokens, self.width)
-
     def csr(self, values: torch.Tensor) -> torch.Tensor:
         """[n_tokens, width] sparse matrix holding `values`."""
         with warnings.catch_warnings():  # torch calls CSR "beta"; the kernels used here are tested

@@ -21,7 +21,6 @@ def check_k(cfg: SAEConfig) -> None:
 class TopKSAE(SAE):
     arch = "topk"
     sparse_training = True
-
     training_defaults = {"k": DEFAULT_K}
 
     @staticmethod

@@ -173,10 +173,10 @@ class SAETrainer:
             chunks = without_outliers(chunks, self.max_norm)
         batches = shuffled_batches(chunks, cfg.batch_size, cfg.buffer_tokens, cfg.seed)
         batches = itertools.islice(batches, self.step, None)  # a resumed run replays the order it skips
-        window_start, window_tokens, stopped = time.perf_counter(), 0, False
+        window_start, window_tokens = time.perf_counter(), 0
         last_checkpoint = self.step
         while self.step < cfg.steps:
-            x = next(batches).to(self.device, non_blocking=True) * self.scale
+            x = next(batches).to(self.device) * self.scale
             variance = (x - x.mean(0)).pow(2).sum()
             metrics_due = (self.step + 1) % cfg.log_every == 0 or self.step + 1 == cfg.steps
             for member in self.members:
@@ -198,7 +198,7 @@ class SAETrainer:
         calibration = []
         if any(m.sae.calibrates for m in self.members):
             calibration = [next(batches).to(self.device) * self.scale for _ in range(CALIBRATION_BATCHES)]
-        return [self._result(m, not stopped, calibration) for m in self.members]
+        return [self._result(m, self.step >= cfg.steps, calibration) for m in self.members]
 
     def _train_step(self, member: _Member, x: torch.Tensor, variance: torch.Tensor, metrics_due: bool) -> None:
         cfg, sae = member.config, member.sae
