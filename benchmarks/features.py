@@ -106,7 +106,8 @@ def main() -> None:
         pass_rate.append(result["tokens_per_s"])
         end_rate.append(result["tokens"] / total)
         cpu_ratios.append(base_cpu / pass_cpu)
-        log(f"  round {r + 1}: baseline {tokens / seconds:7.0f} tok/s   feature pass {result['tokens_per_s']:7.0f} tok/s "
+        log(f"  round {r + 1}: baseline {tokens / seconds:7.0f} tok/s   "
+            f"feature pass {result['tokens_per_s']:7.0f} tok/s "
             f"(ratio {result['tokens_per_s'] * seconds / tokens:.3f}, CPU-time ratio {base_cpu / pass_cpu:.3f})   "
             f"end to end {result['tokens'] / total:7.0f} tok/s ({result['alive']}/{result['features']} alive)")
     base_rate = tokens / statistics.median(base_s)

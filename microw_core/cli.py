@@ -252,7 +252,7 @@ def cmd_eval_steering(args: argparse.Namespace) -> dict[str, Any]:
     store, lm, sae = _load_sae(args)
     config = SteeringEvalConfig(method=args.method, unit=args.unit, max_new_tokens=args.max_new_tokens,
                                 temperature=args.temperature, samples=args.samples, seed=args.seed,
-                                batch_size=args.batch_size)
+                                batch_size=args.batch_size, stories_per_topic=args.stories_per_topic)
     update, close = _progress_bar(100, unit="%")
     try:
         result = evaluate_steering(lm, sae, store, args.sae, strengths=args.strengths, config=config,
@@ -388,6 +388,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--unit", default="max_activation", choices=["max_activation", "median_norm", "raw"])
     p.add_argument("--topics", nargs="+", default=None, help="demo topics (default: all)")
     p.add_argument("--samples", type=int, default=4, help="continuations per neutral prompt and strength")
+    p.add_argument("--stories-per-topic", type=int, default=20, help="validation stories for finding topic features")
     p.add_argument("--max-new-tokens", type=int, default=40)
     p.add_argument("--temperature", type=float, default=1.0)
     p.add_argument("--seed", type=int, default=0)

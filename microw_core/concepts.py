@@ -91,7 +91,8 @@ def _checked(feature, values: dict, width: int | None) -> Concept:
     try:
         confidence = float(values.get("confidence", 1.0))
     except (TypeError, ValueError):
-        raise InvalidInputError(f"confidence must be a number from 0 to 1 (got {values.get('confidence')!r}).") from None
+        raise InvalidInputError(
+            f"confidence must be a number from 0 to 1 (got {values.get('confidence')!r}).") from None
     if not 0.0 <= confidence <= 1.0:
         raise InvalidInputError(f"confidence must be from 0 to 1 (got {confidence}).")
     return Concept(feature=feature, name=name, description=str(values.get("description") or "").strip(),
@@ -261,7 +262,8 @@ class ConceptDictionary:
             raise InvalidInputError(f"The concept file is not valid JSON ({e.msg} at line {e.lineno}).") from None
         rows = data.get("concepts") if isinstance(data, dict) else data
         if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
-            raise InvalidInputError('Expected {"concepts": [{"feature": 3, "name": "..."}, ...]} or a list of such objects.')
+            raise InvalidInputError(
+                'Expected {"concepts": [{"feature": 3, "name": "..."}, ...]} or a list of such objects.')
         return self.update([self._row(r, f"concept {i + 1}") for i, r in enumerate(rows)])
 
     def to_csv(self) -> str:
@@ -277,7 +279,8 @@ class ConceptDictionary:
         reader = csv.DictReader(io.StringIO(text))
         missing = {"feature", "name"} - set(reader.fieldnames or [])
         if missing:
-            raise InvalidInputError(f"The CSV needs columns {', '.join(CSV_COLUMNS)}; it lacks {', '.join(sorted(missing))}.")
+            raise InvalidInputError(
+                f"The CSV needs columns {', '.join(CSV_COLUMNS)}; it lacks {', '.join(sorted(missing))}.")
         rows = [{k: v for k, v in row.items() if k in CSV_COLUMNS and v not in (None, "")} for row in reader]
         return self.update([self._row(r, f"CSV line {i + 2}") for i, r in enumerate(rows)])
 

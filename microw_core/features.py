@@ -33,9 +33,8 @@ that feature's activation on each of them, cut from the batch it came from.
 from __future__ import annotations
 
 import functools
-import math
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from typing import Callable, Iterator
 
@@ -46,7 +45,7 @@ from torch import nn
 
 from .capture import DEMO_DEFAULT_TOKENS, CaptureProgress, _first_n, _pad, _sorted_batches
 from .datasets import DatasetSpec, as_spec, iter_texts, iter_windows
-from .errors import InvalidInputError, StoreError
+from .errors import InvalidInputError, LayerNotFoundError, StoreError
 from .hooks import Detector, HookContext, StopForward
 from .layers import resolve_layer
 from .model import LanguageModel
@@ -395,7 +394,7 @@ def _final_norm(lm: LanguageModel, layer: str) -> nn.Module | None:
     """The final norm between the SAE's layer and the unembedding (None after it, or if absent)."""
     try:
         norm = resolve_layer(lm.model, "final_norm")
-    except Exception:  # no final norm in this architecture
+    except LayerNotFoundError:  # no final norm in this architecture
         return None
     return None if resolve_layer(lm.model, layer).module_name == norm.module_name else norm.module
 
@@ -418,7 +417,7 @@ def norm_directions(norm: nn.Module | None, directions: torch.Tensor) -> torch.T
     gain = ones - zeros
     if gain.abs().max() <= 1e-4 * max(float(ones.abs().max()), 1.0):  # centring: a LayerNorm
         weight = getattr(norm, "weight", None)
-        gain = weight.detach().float().to(directions.device) if weight is not None else torch.ones(d)
+        gain = torch.ones_like(gain) if weight is None else weight.detach().float().to(directions.device)
         directions = directions - directions.mean(dim=1, keepdim=True)
     return directions * gain
 
@@ -596,7 +595,8 @@ def save_features(store: Store, sae_name: str, acc: FeatureAccumulator, lm: Lang
     if logits is not None:
         files["logits"] = store.write_tensors(f"{base}/logits.safetensors", logits)
     alive = int((count > 0).sum())
-    summary = {"features": acc.width, "alive": alive, "tokens": tokens, "tokens_per_s": tokens / max(pass_seconds, 1e-9)}
+    summary = {"features": acc.width, "alive": alive, "tokens": tokens,
+               "tokens_per_s": tokens / max(pass_seconds, 1e-9)}
     store.write_json(f"{base}/meta.json", {
         **summary, "sae": sae_name, "sae_weights": _weights_sha(store, sae_name),
         "model": lm.name, "layer": sae.cfg.layer, "dataset": spec.to_dict(),

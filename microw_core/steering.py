@@ -24,6 +24,7 @@ only needs rates, does batch.
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import weakref
@@ -32,7 +33,7 @@ from typing import Callable, Sequence
 
 import torch
 
-from .errors import InvalidInputError, ShapeMismatchError, StoreError
+from .errors import InvalidInputError, ShapeMismatchError, StoreCorruptError, StoreError
 from .hooks import (ActivationRecorder, AddVector, ClampDirection, Controller, Detector, HookContext, ScaleDirection,
                     StopForward, ZeroDirection)
 from .model import LanguageModel, generate
@@ -121,7 +122,8 @@ def steering_scales(lm: LanguageModel, sae, store: Store | None = None, sae_name
     The layer sample comes from the SAE's activation run in the store (its first `max_tokens` tokens), else
     from a forward pass over `texts`. Results from the store are cached per SAE object.
     """
-    key = (str(store.root), sae_name) if store is not None else None
+    frame = _feature_table(store, sae_name)
+    key = (str(store.root), sae_name, frame is not None) if store is not None else None
     cached = _SCALES_CACHE.get(sae, {}).get(key) if key else None
     if cached is not None:
         return cached
@@ -132,13 +134,9 @@ def steering_scales(lm: LanguageModel, sae, store: Store | None = None, sae_name
                                     "were given; pass a store holding the run, or use unit='raw'.")
         sample, source, key = _text_sample(lm, sae.cfg.layer, texts), "texts", None
     median_norm = float(sample.norm(dim=-1).median())
-    table = f"saes/{safe_name(sae_name)}/features/stats.parquet" if store is not None and sae_name else None
-    if table and store.exists(table):
-        from .features import load_feature_table
-
-        frame = load_feature_table(store, sae_name)
+    if frame is not None:
         max_act = torch.zeros(sae.cfg.width)
-        max_act[torch.as_tensor(frame["feature"].to_numpy(), dtype=torch.long)] = torch.as_tensor(
+        max_act[torch.tensor(frame["feature"].to_numpy(), dtype=torch.long)] = torch.tensor(
             frame["max_activation"].to_numpy(), dtype=torch.float32)
         source = "feature_table"
     else:
@@ -151,6 +149,20 @@ def steering_scales(lm: LanguageModel, sae, store: Store | None = None, sae_name
     if key:
         _SCALES_CACHE.setdefault(sae, {})[key] = scales
     return scales
+
+
+def _feature_table(store: Store | None, sae_name: str | None):
+    """The SAE's feature table, or None when it has no current feature dashboards (then scales are estimated)."""
+    if store is None or not sae_name or not store.exists(f"saes/{safe_name(sae_name)}/features/meta.json"):
+        return None
+    from .features import load_feature_table
+
+    try:
+        return load_feature_table(store, sae_name)
+    except StoreCorruptError:
+        raise
+    except StoreError:
+        return None  # dashboards of earlier weights of this SAE
 
 
 def _run_sample(store: Store | None, sae, max_tokens: int) -> torch.Tensor | None:
@@ -197,11 +209,11 @@ class PositionSelector:
     whose output predicts the first new token, so every generated token is steered. Padding is never edited.
     """
 
-    def __init__(self, positions: str = "all"):
+    def __init__(self, positions: str = "all", prompt_length: int | None = None):
         _choice("positions option", positions, POSITIONS)
         self.positions = positions
-        self.prompt_length: int | None = None
-        self.fixed = False  # True: keep prompt_length (a single forward over prompt + continuation)
+        self.prompt_length = prompt_length
+        self.fixed = prompt_length is not None  # one forward over prompt + continuation: keep the given length
 
     def __call__(self, ctx: HookContext, activation: torch.Tensor) -> torch.Tensor | None:
         """[batch, seq] bool, or None for "every position"."""
@@ -385,15 +397,11 @@ def feature_trace(lm: LanguageModel, sae, prompt: str, token_ids: Sequence[int],
     recorder = FeatureRecorder(sae, features, stop_forward=True)
     hooks = (recorder,)
     if hook is not None and hook.active:
-        hook.select.prompt_length = prompt_ids.shape[1]  # this one forward holds the prompt and the continuation
-        hook.select.fixed = True
+        hook = copy.copy(hook)  # the same edits, told where the prompt ends in this single forward
+        hook.select = PositionSelector(hook.select.positions, prompt_length=prompt_ids.shape[1])
         hooks = (hook, recorder)
-    try:
-        with lm.hooks(*hooks):
-            lm.forward(input_ids=ids, attention_mask=torch.ones_like(ids))
-    finally:
-        if hook is not None:
-            hook.select.fixed = False
+    with lm.hooks(*hooks):
+        lm.forward(input_ids=ids, attention_mask=torch.ones_like(ids))
     values = recorder.chunks[-1][0, prompt_ids.shape[1] - 1:]
     return {f: values[:, i].tolist() for i, f in enumerate(features)}
 
@@ -463,10 +471,7 @@ def _concept_names(store: Store | None, sae_name: str | None, features: Sequence
         from .concepts import ConceptDictionary
 
         names = {c.feature: c.name for c in ConceptDictionary.load(store, sae_name).entries if c.name}
-    elif store.exists(f"saes/{safe_name(sae_name)}/features/stats.parquet") and features:
-        from .features import load_feature_table
-
-        frame = load_feature_table(store, sae_name)
+    elif (frame := _feature_table(store, sae_name)) is not None:
         if "label" in frame:
             names = {int(f): str(l) for f, l in zip(frame["feature"], frame["label"]) if isinstance(l, str) and l}
     return {f: names[f] for f in features if f in names}
@@ -505,7 +510,8 @@ def steer(lm: LanguageModel, sae, edits: Sequence[FeatureEdit], prompt: str, con
         "prompt_baseline_prompt": prompted,
         "activations": steered_acts, "baseline_activations": baseline_acts,
         "tokens": {"baseline": tokens(baseline.token_ids), "steered": tokens(steered.token_ids)},
-        "edits": [{**asdict(e), "value": float(v)} for e, v in zip(edits, hook.values[0])],
+        # value: the raw add coefficient / clamp target / ablated fraction; None for an edit that is off
+        "edits": [{**asdict(e), "value": float(v) if e.strength else None} for e, v in zip(edits, hook.values[0])],
         "scales": scales.to_dict(features) if scales is not None else None,
         "config": asdict(config),
     }

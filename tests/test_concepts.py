@@ -8,7 +8,7 @@ import torch
 
 from microw_core.cli import main as cli_main
 from microw_core.concepts import (
-    Concept, ConceptDictionary, best_f1_dense, best_f1_sparse, evaluate_concepts, labelled_tokens,
+    ConceptDictionary, best_f1_dense, best_f1_sparse, evaluate_concepts, labelled_tokens,
 )
 from microw_core.demo.corpus import CONCEPTS, generate_stories
 from microw_core.errors import InvalidInputError, StoreError
@@ -111,7 +111,8 @@ def test_import_merges_and_reports_bad_rows(store):
     d.set(2, name="replaced", description="old")
     assert d.from_csv("feature,name\n2,new name\n3,added\n") == 2
     entries = {c.feature: c for c in ConceptDictionary.load(store, "s").entries}
-    assert (entries[1].name, entries[2].name, entries[2].description, entries[3].name) == ("kept", "new name", "", "added")
+    assert (entries[1].name, entries[2].name, entries[2].description, entries[3].name) == (
+        "kept", "new name", "", "added")
     with pytest.raises(InvalidInputError, match="CSV line 3"):
         d.from_csv("feature,name\n4,ok\n5,\n")
     with pytest.raises(InvalidInputError, match="lacks name"):

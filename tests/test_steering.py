@@ -10,7 +10,7 @@ from microw_core.errors import InvalidInputError, ShapeMismatchError, StoreCorru
 from microw_core.hooks import ActivationRecorder, FunctionController, OutputRecorder
 from microw_core.model import generate
 from microw_core.sae import SAEConfig, build_sae, save_sae
-from microw_core.steering import (FeatureEdit, FeatureEncoder, SAESteering, feature_trace, SteeringConfig, SteeringEvalConfig, SteeringScales,
+from microw_core.steering import (FeatureEdit, FeatureEncoder, SAESteering, compare, feature_trace, SteeringConfig, SteeringEvalConfig, SteeringScales,
                                   caa_vector, control_hook, evaluate_steering, layer_mean, list_vectors, load_vector,
                                   save_vector, steer, steering_scales)
 from microw_core.store import Store
@@ -228,6 +228,8 @@ def test_control_ops(lm):
     assert torch.allclose(clamped @ (vector / vector.norm()), torch.full((1,), 3.0), atol=1e-4)
     _, prompt_only = layer_io(lm, control_hook("scale", LAYER, vector, 2.0, positions="generated"))
     assert torch.equal(prompt_only[0, :-1], before[0, :-1]) and not torch.equal(prompt_only[0, -1], before[0, -1])
+    result = compare(lm, PROMPT, [control_hook("add", LAYER, vector, 0.0)], SteeringConfig(max_new_tokens=TOKENS))
+    assert result["baseline"] == result["steered"] == generate(lm, PROMPT, max_new_tokens=TOKENS).text
 
 
 POSITIVE = ["the cat sat on the mat", "a cat and a hat", "that cat ran fast", "cats can nap all day",
@@ -335,6 +337,11 @@ def test_cli_steer(tmp_path, capsys):
     assert {e["feature"] for e in out["edits"]} == {3, 5}
     assert main(["steer", "--store", str(store.root), "--sae", "tiny", "--prompt", "x", "--feature", "3", "--json"]) == 2
     assert "F=STRENGTH" in json.loads(capsys.readouterr().out.strip().splitlines()[-1])["error"]
+    assert main(["eval", "steering", "--store", str(store.root), "--sae", "tiny", "--topics", "ocean", "--samples", "1",
+                 "--max-new-tokens", "3", "--stories-per-topic", "1", "--unit", "raw", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert {"topics", "succeeded", "mean_success", "mean_baseline", "mean_ppl_ratio", "per_topic"} <= set(out)
+    assert out["topics"] == 1 and len(out["per_topic"]["ocean"]["success"]) == 6
 
 
 @pytest.mark.parametrize("arch", ["relu", "topk", "batchtopk", "jumprelu"])
@@ -356,3 +363,26 @@ def test_feature_encoder_matches_encode(arch):
     produced = torch.stack([a[0, -1] for a in after.activations])  # the last prompt position, then each step
     assert len(produced) == len(result.token_ids)
     assert torch.allclose(torch.tensor([trace[f] for f in features]).T, sae.encode(produced)[..., features], atol=1e-4)
+
+
+def test_scales_from_the_run_and_the_feature_table(tmp_path):
+    from microw_core.capture import CaptureConfig, capture, open_run
+    from microw_core.features import FeatureConfig, compute_features
+
+    lm, store = tiny_model("llama"), Store(tmp_path / "store")
+    texts = tmp_path / "texts.jsonl"
+    texts.write_text("".join(json.dumps({"text": f"story {i}: the cat sat on mat {i}"}) + "\n" for i in range(12)))
+    capture(lm, str(texts), CaptureConfig(layers=[LAYER], batch_size=4, max_length=64), store, run="r")
+    sae = make_sae()
+    sae.cfg.run = "r"
+    save_sae(store, "s", sae)
+    run = open_run(store, "r").load(LAYER)
+    scales = steering_scales(lm, sae, store, "s")
+    assert scales.source == "run:r"
+    assert scales.median_norm == pytest.approx(float(run.norm(dim=-1).median()))
+    fired = sae.encode(run).amax(0)
+    assert torch.allclose(scales.max_activation[fired > 0], fired[fired > 0], atol=1e-5)
+    compute_features(lm, sae, str(texts), store, "s", FeatureConfig(max_tokens=2_000, batch_size=4, max_length=64))
+    table = steering_scales(lm, sae, store, "s")
+    assert table.source == "feature_table" and table is steering_scales(lm, sae, store, "s")  # cached
+    assert torch.allclose(table.max_activation[fired > 0], fired[fired > 0], atol=1e-4)
