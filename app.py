@@ -3,7 +3,6 @@
 Every page only lays out widgets; the work is done by microw_core, the same code the CLI runs.
 """
 
-import pandas as pd
 import streamlit as st
 
 from microw_core import pipeline, ui
@@ -50,18 +49,21 @@ def home() -> None:
     if not overview["runs"] and not overview["saes"]:
         st.info(f"The store `{store.root}` is empty. Run the demo pipeline above, or start on the **Model** page.")
         return
+    st.markdown("**Activation runs**")
+    st.dataframe(ui.table(overview["runs"]), hide_index=True, width="stretch")
+    st.markdown("**SAEs**")
+    if overview["saes"]:
+        st.dataframe(ui.table(overview["saes"]), hide_index=True, width="stretch")
+    else:
+        st.caption("None yet: train one on the **Train SAE** page.")
     left, right = st.columns(2)
     with left:
-        st.markdown("**Activation runs**")
-        st.dataframe(pd.DataFrame(overview["runs"]), hide_index=True, width="stretch")
         st.markdown("**Concept dictionaries**")
         if overview["dictionaries"]:
-            st.dataframe(pd.DataFrame(overview["dictionaries"]), hide_index=True, width="stretch")
+            st.dataframe(ui.table(overview["dictionaries"]), hide_index=True, width="stretch")
         else:
             st.caption("None yet: name features on the **Features** page.")
     with right:
-        st.markdown("**SAEs**")
-        st.dataframe(pd.DataFrame(overview["saes"]), hide_index=True, width="stretch")
         ui.ev_vs_l0(store.list_saes())
 
 

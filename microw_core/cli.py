@@ -142,6 +142,40 @@ def cmd_app(args: argparse.Namespace) -> dict[str, Any]:
     return {"returncode": code}
 
 
+def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
+    from .sae.pipeline import train_command
+    from .store import Store
+
+    update, close = _progress_bar(None, unit="step")
+    try:
+        result = train_command(Store(args.store), args.run, args.layer, arch=args.arch, width=args.width, k=args.k,
+                               l1=args.l1, tokens=args.tokens, name=args.name, model=args.model,
+                               splice=not args.no_splice, device=args.device,
+                               progress=lambda record: update(record["step"]))
+    finally:
+        close()
+    if not args.json:
+        ce = result.get("ce_loss_recovered")
+        print(f"SAE {result['sae']}: explained variance {result['explained_variance']:.3f}, L0 {result['l0']:.1f}, "
+              f"dead {result['dead_fraction']:.1%}" + (f", CE loss recovered {ce:.3f}" if ce is not None else "")
+              + " (held-out tokens)")
+    return result
+
+
+def cmd_saes(args: argparse.Namespace) -> dict[str, Any]:
+    from .sae.pipeline import saes_command
+    from .store import Store
+
+    result = saes_command(Store(args.store))
+    if not args.json:
+        for row in result["saes"]:
+            ev, l0 = row.get("explained_variance"), row.get("l0")
+            metrics = f"EV {ev:.3f}  L0 {l0:.1f}" if ev is not None and l0 is not None else "(no metrics)"
+            print(f"{row['name']:<40} {row.get('arch') or '?':<10} {row.get('width') or 0:>6}  "
+                  f"{row.get('layer') or '?':<14} {metrics}")
+    return result
+
+
 def _sae_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--store", default=None, help="store folder (default $MICROW_STORE or ./microw_store)")
     parser.add_argument("--sae", required=True, help="SAE name in the store")
@@ -341,6 +375,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--store", default=None, help="store folder (default $MICROW_STORE or ./microw_store)")
     p.add_argument("--port", type=int, default=8501)
     p.add_argument("--address", default="127.0.0.1", help="listen address (default: this machine only)")
+
+    p = command("train", cmd_train, "Train an SAE on a captured run, evaluate it on held-out tokens and save it.")
+    p.add_argument("--store", default=None, help="store folder (default $MICROW_STORE or ./microw_store)")
+    p.add_argument("--run", required=True, help="captured run to train on")
+    p.add_argument("--layer", required=True, help="layer of the run, e.g. resid_post.2")
+    p.add_argument("--arch", default="topk", choices=["topk", "batchtopk", "relu", "jumprelu"])
+    p.add_argument("--width", type=int, default=None, help="number of features (default 16 x the layer width)")
+    p.add_argument("--k", type=int, default=None, help="active features per token for topk / batchtopk (default 32)")
+    p.add_argument("--l1", type=float, default=None, help="sparsity penalty: L1 coefficient (relu) or L0 (jumprelu)")
+    p.add_argument("--tokens", type=int, default=None, help="training tokens (default 2,000,000)")
+    p.add_argument("--name", default=None, help="SAE name (default <run>-<layer>-<arch>-<width>[-k<k>])")
+    p.add_argument("--model", default=None, help="model to splice the SAE into (default: the run's model)")
+    p.add_argument("--no-splice", action="store_true", help="skip measuring CE loss and KL with the model")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
+
+    p = command("saes", cmd_saes, "List the SAEs in the store with their settings and held-out metrics.")
+    p.add_argument("--store", default=None)
 
     p = command("features", cmd_features, "Compute feature dashboards (one pass of model + SAE over a dataset).")
     _sae_args(p)

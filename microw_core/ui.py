@@ -158,6 +158,13 @@ def store_overview(store: Store) -> dict:
     return {"models": models, "runs": run_rows, "saes": sae_rows, "dictionaries": dictionaries}
 
 
+def table(rows: list[dict]) -> pd.DataFrame:
+    """Rows as a DataFrame without columns that are empty everywhere (e.g. 'problem' when all is well)."""
+    df = pd.DataFrame(rows)
+    empty = [c for c in df.columns if df[c].isna().all() or (df[c].astype(str) == "").all()]
+    return df.drop(columns=empty)
+
+
 def _round(value, digits: int = 3):
     return None if value is None else round(float(value), digits)
 

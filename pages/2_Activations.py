@@ -1,6 +1,5 @@
 """Activations: capture layers of the model over a dataset into the store (a background job)."""
 
-import pandas as pd
 import streamlit as st
 
 from microw_core import pipeline, ui
@@ -89,7 +88,7 @@ else:
              "layers": ", ".join(r.get("layers", [])), "tokens": r.get("tokens"), "complete": r.get("complete"),
              "MB": round(r["bytes"] / 1e6, 1), "created": r.get("created"), "problem": r.get("error", "")}
             for r in runs]
-    st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
+    st.dataframe(ui.table(rows), hide_index=True, width="stretch")
     with st.expander("Delete a run"):
         doomed = st.selectbox("Run", [r["name"] for r in runs], key="delete_run")
         if st.button(f"Delete run '{doomed}' and its files", key="delete_run_button"):

@@ -2,7 +2,6 @@
 
 import json
 
-import pandas as pd
 import streamlit as st
 
 from microw_core import pipeline, ui
@@ -75,7 +74,7 @@ if not saes:
     st.caption("No SAEs yet.")
     st.stop()
 overview = ui.store_overview(store)
-st.dataframe(pd.DataFrame(overview["saes"]), hide_index=True, width="stretch")
+st.dataframe(ui.table(overview["saes"]), hide_index=True, width="stretch")
 ui.ev_vs_l0(saes)
 names = [s["name"] for s in saes]
 shown = st.selectbox("Training curves of", names, index=len(names) - 1, key="train_curves")
