@@ -112,7 +112,7 @@ def throughput(lm: LanguageModel, texts: list[str], variants: dict[str, CaptureC
 
     wall: median over rounds of (forward time / time of the capture run right after it), i.e.
     capture tokens/s divided by forward tokens/s. cpu: the same with the CPU time of this process
-    (all threads), which time stolen by other jobs on the machine does not inflate; it counts the
+    (all threads), which time taken by other jobs on the machine does not inflate; it counts the
     writer thread's work in full even where that overlaps the model on an idle core.
     """
     dataset = work / f"{lm.name.replace('/', '_')}-texts.jsonl"
@@ -123,24 +123,23 @@ def throughput(lm: LanguageModel, texts: list[str], variants: dict[str, CaptureC
     # Warm-up: first calls allocate, pick kernels and fill caches.
     time_forward(lm, batches[:2])
     time_capture(lm, str(dataset), CaptureConfig(layers=["resid_post.0"], max_tokens=500), store, "warmup")
-    forward: list[tuple[float, float]] = []
-    captured: dict[str, list[tuple[float, float, float]]] = {name: [] for name in variants}  # wall, cpu, paired
+    forward_wall: list[float] = []
+    pairs: dict[str, list[tuple[float, float]]] = {name: [] for name in variants}  # (wall, cpu) ratios
     for r in range(rounds):
         for name, config in variants.items():
             base_wall, base_cpu = time_forward(lm, batches)
             wall, cpu, result = time_capture(lm, str(dataset), config, store, f"{name}-{r}")
-            forward.append((base_wall, base_cpu))
-            captured[name].append((wall, cpu, base_wall / wall))
+            forward_wall.append(base_wall)
+            pairs[name].append((base_wall / wall, base_cpu / cpu))
             log(f"  round {r + 1}: {name:<8} forward {base_wall:6.2f}s ({tokens / base_wall:6.0f} tok/s, cpu "
                 f"{base_cpu:5.2f}s)  capture {wall:6.2f}s (cpu {cpu:5.2f}s; {result['tokens']} tokens x "
-                f"{len(config.layers)} layers)  ratio {base_wall / wall:.3f}")
-    forward_cpu = statistics.median(c for _, c in forward)
-    ratios = {name: {"wall": round(statistics.median(p for _, _, p in runs), 3),
-                     "cpu": round(forward_cpu / statistics.median(c for _, c, _ in runs), 3)}
-              for name, runs in captured.items()}
+                f"{len(config.layers)} layers)  ratio {base_wall / wall:.3f} (cpu {base_cpu / cpu:.3f})")
+    ratios = {name: {"wall": round(statistics.median(w for w, _ in runs), 3),
+                     "cpu": round(statistics.median(c for _, c in runs), 3)}
+              for name, runs in pairs.items()}
     for name, r in ratios.items():
         log(f"  {name:<8} capture/forward speed (median of {rounds}): wall {r['wall']:.3f}, CPU time {r['cpu']:.3f}")
-    return {"ratios": ratios, "tokens_per_pass": tokens, "forward_tokens_per_s": round(tokens / statistics.median(w for w, _ in forward)),
+    return {"ratios": ratios, "tokens_per_pass": tokens, "forward_tokens_per_s": round(tokens / statistics.median(forward_wall)),
             "layers": {name: config.layers for name, config in variants.items()}}
 
 
@@ -227,7 +226,7 @@ def run_all(args: argparse.Namespace, work: Path) -> None:
     log(f"  peak RSS ratio {big} / {small} tokens: {rss_ratio:.3f}")
 
     demo = load_model(model, device="cpu")
-    rounds = 1 if args.quick else 5
+    rounds = 1 if args.quick else 4
     stories = [s.text for s in generate_stories(60 if args.quick else 150, "train", seed=1)]
 
     log(f"\n[demo] d_model {demo.d_model}, {demo.n_layers} layers")

@@ -113,6 +113,22 @@ def cmd_runs(args: argparse.Namespace) -> dict[str, Any]:
     return {"runs": runs}
 
 
+def cmd_demo(args: argparse.Namespace) -> dict[str, Any]:
+    from .pipeline import run_demo_pipeline
+    from .store import Store
+
+    update, close = _progress_bar(100, unit="%")
+    try:
+        result = run_demo_pipeline(Store(args.store), progress=lambda p, *rest, **kw: update(round(100 * p)))
+    finally:
+        close()
+    if not args.json:
+        print(f"run {result['run']} -> SAE {result.get('sae')} (explained variance "
+              f"{result.get('metrics', {}).get('explained_variance', float('nan')):.3f}) in {result['seconds'].get('total', 0):.0f} s; "
+              "explore it with `microw app`.")
+    return result
+
+
 def cmd_app(args: argparse.Namespace) -> dict[str, Any]:
     import os
     import subprocess
@@ -370,6 +386,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("runs", cmd_runs, "List captured runs in the store.")
     p.add_argument("--store", default=None)
+
+    p = command("demo", cmd_demo, "Run the demo pipeline: capture, train an SAE and compute its feature cards.")
+    p.add_argument("--store", default=None, help="store folder (default $MICROW_STORE or ./microw_store)")
 
     p = command("app", cmd_app, "Start the microw app (Streamlit) in the browser.")
     p.add_argument("--store", default=None, help="store folder (default $MICROW_STORE or ./microw_store)")

@@ -47,7 +47,22 @@ def sidebar() -> Store:
         st.caption(f"`{current.root}`")
         if st.session_state.get(MODEL_KEY):
             st.caption(f"Model: **{st.session_state[MODEL_KEY]}**")
+        _running_jobs(bool(_active(current)))
     return current
+
+
+def _active(current: Store) -> list[dict]:
+    return [j for j in jobs.list_jobs(current) if j["status"] in jobs.ACTIVE]
+
+
+def _running_jobs(any_active: bool) -> None:
+    """Every running job of the store, on every page (refreshed while there are some)."""
+    @st.fragment(run_every=2 if any_active else None)
+    def panel() -> None:
+        for record in _active(store()):
+            st.progress(float(record.get("progress") or 0.0),
+                        text=f"{record['kind']}: {round(100 * (record.get('progress') or 0))}%")
+    panel()
 
 
 @st.cache_resource(show_spinner="Loading the model…", max_entries=4)

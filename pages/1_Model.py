@@ -37,7 +37,7 @@ cols[0].metric("Model", lm.name)
 cols[1].metric("Layers", lm.n_layers)
 cols[2].metric("Width (d_model)", lm.d_model)
 cols[3].metric("Vocabulary", f"{lm.vocab_size:,}")
-cols[4].metric("Parameters", f"{parameters / 1e6:.1f} M")
+cols[4].metric("Parameters", f"{parameters / 1e6:.1f} M" if parameters >= 1e6 else f"{parameters:,}")
 st.caption(f"{type(lm.model).__name__} on {lm.device}, {str(next(lm.model.parameters()).dtype).removeprefix('torch.')}")
 
 st.subheader("Layers")

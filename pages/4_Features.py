@@ -86,10 +86,11 @@ selection = st.dataframe(
                    "mean_activation": st.column_config.NumberColumn("mean activation", format="%.3f")},
 )
 rows = selection.selection.rows if selection else []
-if rows:
-    st.session_state["feat_id"] = int(shown.iloc[rows[0]]["feature"])
-elif "feat_id" not in st.session_state and len(shown):
-    st.session_state["feat_id"] = int(shown.iloc[0]["feature"])
+if rows and rows != st.session_state.get("feat_rows") and rows[0] < len(shown):
+    st.session_state["feat_id"] = int(shown.iloc[rows[0]]["feature"])  # a new click; the id box stays editable
+st.session_state["feat_rows"] = rows
+if st.session_state.get("feat_id", len(table)) >= len(table):  # none yet, or one of a wider SAE
+    st.session_state["feat_id"] = int(shown.iloc[0]["feature"]) if len(shown) else 0
 
 st.subheader("Feature card")
 feature = int(st.number_input("Feature id", 0, len(table) - 1, key="feat_id"))

@@ -27,9 +27,13 @@ pytestmark = pytest.mark.skipif(not (MODEL_DIR / "model.safetensors").exists(),
 def demo():
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    # one thread: this tiny model's small matmuls get far slower with 2 threads when other jobs share the cores
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
     tokenizer = AutoTokenizer.from_pretrained(MODEL_DIR)
     model = AutoModelForCausalLM.from_pretrained(MODEL_DIR, dtype=torch.float32).eval()
-    return model, tokenizer
+    yield model, tokenizer
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

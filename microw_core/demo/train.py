@@ -238,7 +238,7 @@ benchmarks and tutorials use to check that SAE features and steering recover the
 | Tokenizer | byte-level BPE, {vocab} tokens, `<s>` prepended to every text, `</s>` between stories, `<pad>` |
 | Training data | {train_tokens:,} tokens of fresh `train`-split stories (seed {seed}), windows of {seq_len} tokens |
 | Optimiser | AdamW (betas 0.9/0.95, weight decay {wd}), peak lr {lr}, {warmup} warm-up steps, cosine decay, batch {batch} |
-| Training time | {minutes:.1f} min on {threads} CPU threads (bf16 autocast: {bf16}) |
+| Training time | {minutes:.1f} min wall clock, {threads} CPU thread(s), bf16 autocast {bf16} (data generation included) |
 | Held-out loss | {val_loss:.4f} nats/token on the validation split (perplexity {val_ppl:.2f}) |
 
 Reproduce (deterministic for the same thread count):
