@@ -124,7 +124,7 @@ def run_demo_pipeline(store: Store, progress: Report | None = None, should_stop:
         return result
     # Other stories than the capture's (seed 1); the train split, because the demo generator makes
     # validation stories by discarding 19 of 20 train ones.
-    features = features_task(lm, load_sae(store, trained["name"]), DatasetSpec("demo", seed=1), store,
+    features = features_task(lm, load_sae(store, trained["name"], device=str(lm.device)), DatasetSpec("demo", seed=1), store,
                              trained["name"], FeatureConfig(max_tokens=budget.feature_tokens, sort_window=8))
     result["features"] = features(_scaled(report, a + b, 1.0), stop)
     seconds["features"] = time.perf_counter() - start - seconds["capture"] - seconds["train"]

@@ -84,17 +84,17 @@ def model(name: str | None = None) -> LanguageModel | None:
 
 
 @st.cache_resource(show_spinner="Loading the SAE…", max_entries=8)
-def _cached_sae(root: str, name: str, weights_sha256: str):
+def _cached_sae(root: str, name: str, weights_sha256: str, device: str):
     from .sae import load_sae
 
-    return load_sae(Store(root), name)
+    return load_sae(Store(root), name, device=device)
 
 
-def sae(name: str):
-    """The SAE `name` of the current store, cached until its weights change."""
+def sae(name: str, lm: LanguageModel):
+    """The SAE `name` of the current store on `lm`'s device, cached until its weights change."""
     current = store()
     config = current.read_json(f"saes/{name}/config.json")
-    return _cached_sae(str(current.root), name, (config.get("weights") or {}).get("sha256", ""))
+    return _cached_sae(str(current.root), name, (config.get("weights") or {}).get("sha256", ""), str(lm.device))
 
 
 def sae_picker(key: str = "microw_sae") -> tuple[str, dict] | None:

@@ -35,7 +35,7 @@ def compute_form(expanded: bool) -> None:
             try:
                 same = run_dataset and run_dataset.get("source") == source
                 spec = DatasetSpec.from_dict(run_dataset) if same else DatasetSpec.parse(source)
-                task = pipeline.features_task(lm, ui.sae(sae_name), spec, store, sae_name,
+                task = pipeline.features_task(lm, ui.sae(sae_name, lm), spec, store, sae_name,
                                               FeatureConfig(max_tokens=int(tokens), sort_window=8))
             except MicrowError as err:
                 st.error(str(err))
@@ -157,7 +157,7 @@ text = st.text_area("Text", value="The waves rolled onto the sandy beach.", key=
 if st.button("Show features", key="feat_fires"):
     lm = ui.model(cfg.get("model"))
     if lm is not None:
-        sae = ui.sae(sae_name)
+        sae = ui.sae(sae_name, lm)
         rows = ui.call(what_fires, lm, sae, text, top_k=5)
         encoded = ui.call(encode_text, lm, sae, text)
         if rows is not None and encoded is not None:

@@ -73,7 +73,7 @@ if submitted:
             if ui.model_busy(lm):
                 st.warning("The model is busy with a running job; the generation waits for it.")
             with st.spinner("Generating…"):
-                st.session_state["steer_result"] = steer(lm, ui.sae(sae_name), edits, prompt, config, store=store,
+                st.session_state["steer_result"] = steer(lm, ui.sae(sae_name, lm), edits, prompt, config, store=store,
                                                          sae_name=sae_name)
         except MicrowError as err:
             st.error(str(err))

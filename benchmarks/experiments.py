@@ -1,0 +1,222 @@
+"""The demo's measured results for the user guide: writes the results section of docs/experiments.md.
+
+    python benchmarks/experiments.py [--store DIR] [--out FILE] [--smoke]
+
+On the demo model: capture 150k tokens of resid_post.2; train TopK SAEs (k = 16, 32, 64) and a BatchTopK SAE
+(k = 32) with 2,048 features in one pass; compute the feature cards of the TopK k = 32 SAE; evaluate concept
+recovery against the planted labels (and single neurons) and steering towards every topic. Every figure on the
+page comes from the microw_core calls below. The text between `<!-- results:start -->` and
+`<!-- results:end -->` in docs/experiments.md is replaced (--out writes the page elsewhere); the last stdout
+line is a JSON object with every figure. About 15 minutes on two CPU cores; --smoke runs tiny budgets in about
+a minute (for the test suite).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from microw_core import load_model  # noqa: E402
+from microw_core.capture import CaptureConfig, capture  # noqa: E402
+from microw_core.concepts import evaluate_concepts  # noqa: E402
+from microw_core.datasets import DatasetSpec  # noqa: E402
+from microw_core.features import FeatureConfig, compute_features  # noqa: E402
+from microw_core.sae import TrainConfig  # noqa: E402
+from microw_core.sae.pipeline import train_saes  # noqa: E402
+from microw_core.steering import SteeringEvalConfig, evaluate_steering  # noqa: E402
+from microw_core.store import Store  # noqa: E402
+
+PAGE = Path(__file__).resolve().parent.parent / "docs" / "experiments.md"
+START, END = "<!-- results:start -->", "<!-- results:end -->"
+LAYER = "resid_post.2"
+
+
+@dataclass
+class Budget:
+    capture_tokens: int = 150_000
+    width: int = 2048
+    sweep: tuple[tuple[str, int], ...] = (("topk", 16), ("topk", 32), ("topk", 64), ("batchtopk", 32))
+    main: tuple[str, int] = ("topk", 32)       # the demo pipeline's SAE: feature cards, concepts, steering
+    train_tokens: int = 300_000
+    batch_size: int = 2048
+    feature_tokens: int = 60_000
+    concept_stories: int = 1000
+    steering_samples: int = 4
+    steering_strengths: tuple[float, ...] = (0.0, 1.0, 2.0, 4.0, 6.0, 8.0)
+    steering_topics: tuple[str, ...] | None = None  # None: all 16
+    steering_tokens: int = 40
+
+
+SMOKE = Budget(capture_tokens=20_000, width=256, sweep=(("topk", 8), ("topk", 16)), main=("topk", 16),
+               train_tokens=40_000, batch_size=1024, feature_tokens=5_000, concept_stories=20, steering_samples=1,
+               steering_strengths=(0.0, 4.0), steering_topics=("ocean",), steering_tokens=10)
+
+
+def measure(store: Store, budget: Budget, log) -> dict:
+    lm = load_model("demo")
+    seconds: dict[str, float] = {}
+
+    start = time.perf_counter()
+    captured = capture(lm, "demo", CaptureConfig(layers=[LAYER], max_tokens=budget.capture_tokens, sort_window=8),
+                       store, run="experiments")
+    seconds["capture"] = time.perf_counter() - start
+    log(f"captured {captured['tokens']:,} tokens in {seconds['capture']:.0f} s")
+
+    start = time.perf_counter()
+    configs = [TrainConfig(arch=arch, width=budget.width, k=k, tokens=budget.train_tokens,
+                           batch_size=budget.batch_size) for arch, k in budget.sweep]
+    names = [f"experiments-{arch}-k{k}" for arch, k in budget.sweep]
+    trained = train_saes(store, "experiments", LAYER, configs, names=names, lm=lm)
+    seconds["train"] = time.perf_counter() - start
+    saes = [{"name": r.name, "arch": arch, "k": k, "width": budget.width,
+             **{key: r.metrics.get(key) for key in ("explained_variance", "l0", "dead_fraction", "dense_fraction",
+                                                    "ce_loss_recovered", "kl", "shrinkage", "heldout_tokens")}}
+            for r, (arch, k) in zip(trained, budget.sweep)]
+    log(f"trained {len(trained)} SAEs in {seconds['train']:.0f} s")
+    main = trained[budget.sweep.index(budget.main)]
+
+    start = time.perf_counter()
+    features = compute_features(lm, main.sae, DatasetSpec("demo", seed=1), store, main.name,
+                                FeatureConfig(max_tokens=budget.feature_tokens, sort_window=8))
+    seconds["features"] = time.perf_counter() - start
+    log(f"feature cards in {seconds['features']:.0f} s")
+
+    start = time.perf_counter()
+    concepts = evaluate_concepts(lm, main.sae, store, main.name, n_stories=budget.concept_stories)
+    seconds["concepts"] = time.perf_counter() - start
+    log(f"concept evaluation in {seconds['concepts']:.0f} s")
+
+    start = time.perf_counter()
+    config = SteeringEvalConfig(samples=budget.steering_samples, max_new_tokens=budget.steering_tokens)
+    steering = evaluate_steering(lm, main.sae, store, main.name, strengths=budget.steering_strengths, config=config,
+                                 topics=budget.steering_topics)
+    seconds["steering"] = time.perf_counter() - start
+    log(f"steering evaluation in {seconds['steering']:.0f} s")
+
+    return {
+        "budget": budget.__dict__, "captured": captured, "saes": saes, "main_sae": main.name,
+        "features": features, "concepts": concepts, "steering": steering, "seconds": seconds,
+        "machine": machine(), "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
+    }
+
+
+def machine() -> str:
+    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"CPU ({os.cpu_count()} cores)"
+    return f"{device}, torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.system()}"
+
+
+# ----- the page ----------------------------------------------------------------------------------------
+
+
+def pct(value) -> str:
+    return "n/a" if value is None else f"{value:.0%}"
+
+
+def num(value, digits: int = 3) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def results_markdown(r: dict) -> str:
+    b, s, c, st = r["budget"], r["seconds"], r["concepts"], r["steering"]
+    total = sum(s.values())
+    lines = [
+        f"Measured on {r['date']} on {r['machine']}, by `python benchmarks/experiments.py` "
+        f"({total / 60:.1f} minutes in all).",
+        "",
+        "**Pipeline.**",
+        "",
+        "| Step | Budget | Time | Speed |",
+        "|---|---|---|---|",
+        f"| Capture `{LAYER}` | {r['captured']['tokens']:,} tokens | {s['capture']:.0f} s | "
+        f"{r['captured']['tokens_per_s']:,.0f} tokens/s |",
+        f"| Train {len(r['saes'])} SAEs in one pass | {b['train_tokens']:,} tokens each | {s['train']:.0f} s | "
+        f"{len(r['saes']) * b['train_tokens'] / max(s['train'], 1e-9):,.0f} SAE-tokens/s (with evaluation) |",
+        f"| Feature cards of `{r['main_sae']}` | {r['features']['tokens']:,} tokens | {s['features']:.0f} s | "
+        f"{r['features']['tokens_per_s']:,.0f} tokens/s; {r['features']['alive']:,} of "
+        f"{r['features']['features']:,} features fired |",
+        f"| Concept recovery | {c['stories']:,} test stories ({c['tokens']:,} tokens) | {s['concepts']:.0f} s | |",
+        f"| Steering | {st['topics']} topic(s) x {len(st['strengths'])} strengths | {s['steering']:.0f} s | |",
+        "",
+        "**SAEs** (held-out tokens; CE loss recovered and KL with the SAE spliced into the model):",
+        "",
+        "| SAE | Explained variance | L0 | Dead | Dense | CE loss recovered | KL | Shrinkage |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for sae in r["saes"]:
+        lines.append(f"| {sae['arch']} k = {sae['k']}, {sae['width']:,} features | {num(sae['explained_variance'])} | "
+                     f"{num(sae['l0'], 1)} | {pct(sae['dead_fraction'])} | {pct(sae['dense_fraction'])} | "
+                     f"{num(sae['ce_loss_recovered'])} | {num(sae['kl'])} | {num(sae['shrinkage'])} |")
+    lines += [
+        "",
+        f"**Concept recovery** (`{r['main_sae']}`, layer `{c['layer']}`): mean best F1 **{c['mean_best_f1']:.3f}** "
+        f"for SAE features against {c['neuron_mean_best_f1']:.3f} for single neurons; **{c['recovered']} of "
+        f"{c['concepts']}** concepts recovered at F1 ≥ {c['recovered_at']} (neurons: {c['neuron_recovered']}). "
+        f"The best feature's automatic label names the concept for {c['labels_name_concept']} of {c['concepts']} "
+        "concepts.",
+        "",
+        "| Concept | Kind | Best feature | F1 | Precision | Recall | Best neuron F1 | Automatic label |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for p in c["per_concept"]:
+        label = p["label"].replace("|", "\\|") or "(none)"
+        lines.append(f"| {p['concept']} | {p['kind']} | {p['feature']} | {p['f1']:.2f} | {p['precision']:.2f} | "
+                     f"{p['recall']:.2f} | {p['neuron_f1']:.2f} | {label} |")
+    lines += [
+        "",
+        f"**Steering** (`{r['main_sae']}`, add, strengths in units of the feature's maximum activation, "
+        f"{st['config']['samples']} samples x 6 neutral prompts per strength): **{st['succeeded']} of "
+        f"{st['topics']}** topics steered successfully; mean on-topic rate {pct(st['mean_success'])} at the best "
+        f"strength against {pct(st['mean_baseline'])} unsteered and {pct(st['mean_prompt_success'])} with the "
+        f"prompt-only baseline; mean perplexity ratio at the best strength {st['mean_ppl_ratio']:.2f}.",
+        "",
+        "| Topic | Feature | Unsteered | Best strength | Steered | Perplexity ratio | Prompt only | Success |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for topic, t in st["per_topic"].items():
+        lines.append(f"| {topic} | {t['feature']} | {pct(t['baseline'])} | {t['best_strength']:g} | "
+                     f"{pct(t['best_success'])} | {t['best_ppl_ratio']:.2f} | {pct(t['prompt_success'])} | "
+                     f"{'yes' if t['succeeded'] else 'no'} |")
+    return "\n".join(lines)
+
+
+def write_page(results: dict, out: Path) -> None:
+    page = PAGE.read_text(encoding="utf-8")
+    pattern = re.compile(re.escape(START) + ".*?" + re.escape(END), re.S)
+    if not pattern.search(page):
+        raise SystemExit(f"{PAGE} has no {START} ... {END} section to fill.")
+    out.write_text(pattern.sub(lambda _: f"{START}\n{results_markdown(results)}\n{END}", page), encoding="utf-8")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--store", default=None, help="store folder to keep the runs and SAEs (default: temporary)")
+    parser.add_argument("--out", default=str(PAGE), help="page to write (default: docs/experiments.md)")
+    parser.add_argument("--smoke", action="store_true", help="tiny budgets: checks that the script runs")
+    args = parser.parse_args()
+    budget = SMOKE if args.smoke else Budget()
+
+    def log(message: str) -> None:
+        print(message, file=sys.stderr, flush=True)
+
+    with tempfile.TemporaryDirectory() as scratch:
+        results = measure(Store(args.store or scratch), budget, log)
+    write_page(results, Path(args.out))
+    log(f"wrote {args.out}")
+    print(json.dumps(results, default=str))
+
+
+if __name__ == "__main__":
+    main()
