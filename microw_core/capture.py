@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Callable, Iterator
 
+import numpy as np
 import torch
 
 from .datasets import DatasetSpec, TokenWindow, as_spec, iter_texts, iter_windows
@@ -326,18 +327,20 @@ def capture(
 
 
 def _pad(batch: list[TokenWindow], pad_id: int):
-    length = max(len(w.input_ids) for w in batch)
-    ids = torch.full((len(batch), length), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(batch), length), dtype=torch.long)
-    docs = torch.full((len(batch), length), -1, dtype=torch.long)
-    positions = torch.full((len(batch), length), -1, dtype=torch.long)
-    for row, window in enumerate(batch):
-        n = len(window.input_ids)
-        ids[row, :n] = torch.tensor(window.input_ids)
-        mask[row, :n] = 1
-        docs[row, :n] = torch.tensor(window.doc_index)
-        positions[row, :n] = torch.tensor(window.position)
-    return ids, mask, docs, positions
+    """Right-padded ids, mask, doc indices and positions [batch, longest]; doc and position are -1 on padding."""
+    lengths = torch.tensor([len(w.input_ids) for w in batch])
+    mask = torch.arange(int(lengths.max())) < lengths[:, None]
+    total = int(lengths.sum())
+
+    def fill(name: str, padding: int) -> torch.Tensor:
+        # One flat array scattered through the mask (row-major, the order of the concatenation):
+        # a tensor per row costs a noticeable share of a small model's forward.
+        flat = np.fromiter(itertools.chain.from_iterable(getattr(w, name) for w in batch), np.int64, total)
+        out = torch.full(mask.shape, padding, dtype=torch.long)
+        out[mask] = torch.from_numpy(flat)
+        return out
+
+    return fill("input_ids", pad_id), mask.long(), fill("doc_index", -1), fill("position", -1)
 
 
 def _first_n(keep: torch.Tensor, n: int) -> torch.Tensor:

@@ -148,7 +148,7 @@ def cmd_app(args: argparse.Namespace) -> dict[str, Any]:
     env = {**os.environ, "MICROW_STORE": str(Store(args.store).root)}
     command = [sys.executable, "-m", "streamlit", "run", str(app), "--server.port", str(args.port),
                "--server.address", args.address, "--server.headless", "true", "--browser.gatherUsageStats", "false",
-               "--server.fileWatcherType", "none"]
+               "--server.fileWatcherType", "none", "--runner.postScriptGC", "false"]
     print(f"microw app on http://{args.address}:{args.port} (store {env['MICROW_STORE']}); Ctrl+C stops it.",
           file=sys.stderr)
     try:

@@ -470,46 +470,79 @@ def decoder_neighbours(W_dec: torch.Tensor, k: int = 10, chunk: int = 1024) -> d
 
 
 def normalize_term(token: str) -> str:
-    """A token string as a label term: no word-boundary markers or edge spaces, lower case."""
+    """A token or word as a label term: no word-boundary markers or edge spaces, lower case."""
     return token.replace("Ġ", " ").replace("▁", " ").replace("Ċ", " ").strip().lower()
+
+
+MAX_WORD_TOKENS = 8  # longer words are cut (they are rare, and the label only needs a readable term)
+
+
+def _word_flags(strings: dict[int, str], size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per token id: does it start a word (leading space or marker); is it a word of its own
+    (punctuation or whitespace only)? Unknown ids are words of their own."""
+    starts = torch.ones(size, dtype=torch.bool)
+    alone = torch.ones(size, dtype=torch.bool)
+    for i, s in strings.items():
+        if 0 <= i < size:
+            text = s.replace("Ġ", " ").replace("▁", " ").replace("Ċ", "\n")
+            alone[i] = not any(ch.isalnum() for ch in text)
+            starts[i] = text[:1].isspace() or bool(alone[i])
+    return starts, alone
 
 
 def suggest_labels(tokens: torch.Tensor, acts: torch.Tensor, strings: dict[int, str],
                    token_counts: torch.Tensor, n_terms: int = 3) -> list[list[str]]:
     """Label terms per feature from its contexts [width, m, span]: activation mass times rarity.
 
-    Each term (tokens equal after `normalize_term`) scores the sum of the feature's activations on
-    it across the contexts, times log(total tokens / the term's count in the pass), so tokens that
-    are everywhere ("the", ".") lose to the distinctive ones.
+    Tokens are joined into words (a word starts at a token with a leading space, and punctuation
+    stands alone), so sub-word pieces never become terms. A word the feature fires on scores the
+    feature's summed activation over its tokens; a term (words equal after `normalize_term`) sums
+    its words' scores times log(total tokens / the term's count in the pass), so words that are
+    everywhere ("the", ".") lose to the distinctive ones. A word's count is taken as its rarest
+    token's count.
     """
-    width = tokens.shape[0]
-    ids = sorted(i for i in strings if i >= 0)
+    width, m, span = tokens.shape
+    labels: list[list[str]] = [[] for _ in range(width)]
+    tokens, acts = tokens.cpu().long(), acts.cpu().double()
+    size = max(max(strings, default=0), int(tokens.max()) if tokens.numel() else 0) + 1
+    starts, alone = _word_flags(strings, size)
+    previous = torch.cat([torch.full_like(tokens[..., :1], -1), tokens[..., :-1]], dim=-1)
+    boundary = (tokens < 0) | (previous < 0) | starts[tokens.clamp(min=0)] | alone[previous.clamp(min=0)]
+    word = boundary.long().cumsum(-1) - 1 + torch.arange(width * m).view(width, m, 1) * span  # unique per context
+    valid = tokens >= 0
+    score = torch.zeros(width * m * span, dtype=torch.float64).index_add_(0, word[valid], acts[valid])
+    fired = valid & (score[word] > 0)
+    if not fired.any():
+        return labels
+    key, token = word[fired], tokens[fired]  # in word order
+    words, inverse, lengths = torch.unique_consecutive(key, return_inverse=True, return_counts=True)
+    nth = torch.arange(len(key)) - (torch.cumsum(lengths, 0) - lengths)[inverse]
+    keep = nth < MAX_WORD_TOKENS
+    sequences = torch.full((len(words), MAX_WORD_TOKENS), -1, dtype=torch.long)
+    sequences[inverse[keep], nth[keep]] = token[keep]
+    unique, which = torch.unique(sequences, dim=0, return_inverse=True)
+    counts = token_counts.cpu().double()
+    counts = torch.cat([counts, torch.zeros(max(size - len(counts), 0), dtype=torch.float64)])
+    rarest = torch.where(unique >= 0, counts[unique.clamp(min=0)], float("inf")).min(dim=1).values
     term_index: dict[str, int] = {}
-    term_of_id = torch.full((max(ids, default=0) + 1,), -1, dtype=torch.long)
-    for i in ids:
-        term = normalize_term(strings[i])
-        if term:
-            term_of_id[i] = term_index.setdefault(term, len(term_index))
+    term_of_unique = torch.tensor([
+        term_index.setdefault(term, len(term_index)) if (term := normalize_term(
+            "".join(strings.get(i, "") for i in row if i >= 0))) else -1
+        for row in unique.tolist()], dtype=torch.long)
     terms = list(term_index)
     if not terms:
-        return [[] for _ in range(width)]
-    counts = token_counts.cpu()
-    known = torch.tensor([i for i in ids if term_of_id[i] >= 0 and i < len(counts)], dtype=torch.long)
-    term_counts = torch.zeros(len(terms), dtype=torch.float64).index_add_(
-        0, term_of_id[known], counts[known].double())
-    idf = torch.log((counts.sum().double() + 1) / (term_counts + 1))
-    tokens, acts = tokens.cpu().long(), acts.cpu().double()
-    valid = (tokens >= 0) & (acts > 0)
-    valid &= term_of_id[tokens.clamp(min=0).clamp(max=len(term_of_id) - 1)] >= 0
-    feat, slot, pos = torch.nonzero(valid, as_tuple=True)
-    term = term_of_id[tokens[feat, slot, pos]]
-    pair, inverse = torch.unique(feat * len(terms) + term, return_inverse=True)
-    score = torch.zeros(len(pair), dtype=torch.float64).index_add_(0, inverse, acts[feat, slot, pos])
-    score *= idf[pair % len(terms)]
-    perm, rank = group_order(pair // len(terms), score)
-    keep = perm[rank < n_terms]
-    labels: list[list[str]] = [[] for _ in range(width)]
-    for p in pair[keep].tolist():
+        return labels
+    named = term_of_unique >= 0
+    term_counts = torch.zeros(len(terms), dtype=torch.float64).index_add_(0, term_of_unique[named], rarest[named])
+    idf = torch.log((counts.sum() + 1) / (term_counts + 1))
+    term = term_of_unique[which]
+    feature = words // (m * span)
+    ok = term >= 0
+    pair, pair_of_word = torch.unique(feature[ok] * len(terms) + term[ok], return_inverse=True)
+    pair_score = torch.zeros(len(pair), dtype=torch.float64).index_add_(0, pair_of_word, score[words[ok]])
+    pair_score *= idf[pair % len(terms)]
+    perm, rank = group_order(pair // len(terms), pair_score)
+    for p in pair[perm[rank < n_terms]].tolist():
         labels[p // len(terms)].append(terms[p % len(terms)])
     return labels
 

@@ -15,6 +15,7 @@ import torch
 
 from microw_core.capture import CaptureConfig, capture, open_run
 from microw_core.cli import main as cli_main
+from microw_core.datasets import tokenize_windows
 from microw_core.errors import LayerNotFoundError, StoreCorruptError, StoreError
 from microw_core.hooks import ActivationRecorder
 from microw_core.model import load_model
@@ -111,6 +112,29 @@ def test_keep_special_stores_bos_flagged(llama, tmp_path, dataset):
         assert meta["token_ids"][rows].tolist() == ids and ids[0] == bos
         assert meta["special"][rows].tolist() == [True] + [False] * (len(ids) - 1)
         torch.testing.assert_close(acts[rows], reference["resid_post.0"], rtol=0, atol=1e-5)
+
+
+def test_packed_windows_map_back_to_their_texts(llama, tmp_path, dataset):
+    texts, path = dataset
+    store = Store(tmp_path / "store")
+    config = CaptureConfig(layers=["resid_post.1"], pack=True, max_length=16, keep_special=True, batch_size=4)
+    capture(llama, str(path), config, store, run="r")
+    run = open_run(store, "r")
+    meta, acts = run.meta(), run.load("resid_post.1")
+    # One sort window holds every window here, so rows come in (stable) length order.
+    windows = sorted(tokenize_windows(texts, llama.tokenizer, max_length=16, pack=True), key=lambda w: len(w.input_ids))
+    stored = list(zip(meta["token_ids"].tolist(), meta["doc_index"].tolist(), meta["position"].tolist()))
+    assert stored == [row for w in windows for row in zip(w.input_ids, w.doc_index, w.position)]
+    eos = llama.tokenizer.eos_token_id
+    for token, doc, position in stored:  # position -1 is the BOS added at a window start
+        assert position == -1 or (llama.tokenizer(texts[doc])["input_ids"] + [eos])[position] == token
+    start = 0
+    for window in windows:
+        with llama.hooks(recorder := ActivationRecorder("resid_post.1")):
+            llama.forward(input_ids=torch.tensor([window.input_ids]))
+        n = len(window.input_ids)
+        torch.testing.assert_close(acts[start : start + n], recorder.last[0], rtol=0, atol=1e-5)
+        start += n
 
 
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16"])

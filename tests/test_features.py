@@ -292,3 +292,17 @@ def test_dashboards_of_retrained_sae_are_refused(llama, tmp_path):
     save_sae(store, "s", make_sae(seed=2))  # trained again under the same name
     with pytest.raises(StoreError, match="earlier weights"):
         feature_card(store, "s", 0)
+
+
+def test_labels_are_whole_words_weighted_by_rarity():
+    from microw_core.features import suggest_labels
+
+    strings = {0: " the", 1: " m", 2: "onkey", 3: ".", 4: " beach", 5: "s", 6: " cat", 7: '"'}
+    tokens = torch.tensor([[[0, 1, 2, 3, -1], [4, 5, 3, 7, 6]],     # feature 0: two contexts of 5 tokens
+                           [[6, 3, 1, 2, 5], [-1, -1, 0, 4, 3]]])   # feature 1
+    acts = torch.tensor([[[0, 1.0, 2, 0, 0], [0, 0, 0, 0, 0]],
+                         [[3.0, 0, 0, 1, 0], [0, 0, 0, 2.0, 0]]])
+    counts = torch.tensor([100, 5, 5, 100, 3, 50, 4, 20])
+    # " m" + "onkey" is one word; "s" continues " monkey"; "the" and "." never fire, so never count.
+    assert suggest_labels(tokens, acts, strings, counts) == [["monkey"], ["cat", "beach", "monkeys"]]
+    assert suggest_labels(tokens, acts, strings, counts, n_terms=1) == [["monkey"], ["cat"]]
