@@ -462,7 +462,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-new-tokens", type=int, default=40)
     p.add_argument("--temperature", type=float, default=1.0)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--batch-size", type=int, default=256)
 
     p = sub.add_parser("dataset", help="The demo corpus: export labelled stories, list planted concepts.",
                        description="The demo corpus: export labelled stories, list planted concepts.")

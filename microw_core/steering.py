@@ -629,7 +629,7 @@ class SteeringEvalConfig:
     temperature: float = 1.0        # sampled, so rates are not 0/1 per prompt
     samples: int = 4                # continuations per neutral prompt and strength
     seed: int = 0
-    batch_size: int = 64
+    batch_size: int = 256
     stories_per_topic: int = 20     # validation stories per topic for finding topic features
     success_rate: float = 0.7       # a topic succeeds when its best strength reaches this ...
     max_baseline_rate: float = 0.15  # ... while the unsteered rate is at most this ...

@@ -220,7 +220,8 @@ def test_workflow_in_the_browser(page):
 
     # Home: the store now lists the model, the run, the SAE and the dictionary
     go(page, "Home", heading="microw")
-    expect(page.get_by_text("Named concepts")).to_be_visible()
-    expect(page.get_by_text("Activation runs")).to_be_visible()
+    for label in ("Activation runs", "SAEs", "Named concepts"):
+        expect(page.locator("[data-testid=stMetric]", has_text=label)).to_contain_text("1")
+    expect(page.get_by_text("browser concept")).to_be_visible()  # in the concept dictionaries table
     shot(page, "home")
     print(f"browser workflow: {time.monotonic() - start:.0f} s")

@@ -197,14 +197,18 @@ def test_page_runs(page, tmp_path, monkeypatch):
             run_block(block, namespace, monkeypatch)
 
 
-@pytest.mark.parametrize("script", SCRIPTS)
-def test_examples(script, tmp_path, monkeypatch):
+def test_examples_run_in_order(tmp_path, monkeypatch):
+    """The learning path: examples/*.py in order, in one folder, so later ones use the store the earlier made."""
     demo_model_ready()
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MICROW_STORE", raising=False)
-    monkeypatch.setattr(sys, "argv", [str(EXAMPLES / script)])
-    with contextlib.redirect_stdout(io.StringIO()):
-        runpy.run_path(str(EXAMPLES / script), run_name="__main__")
+    for script in SCRIPTS:
+        monkeypatch.setattr(sys, "argv", [str(EXAMPLES / script)])
+        try:
+            with contextlib.redirect_stdout(io.StringIO()):
+                runpy.run_path(str(EXAMPLES / script), run_name="__main__")
+        except BaseException:  # SystemExit included: an example that gives up is a failure
+            raise AssertionError(f"examples/{script} failed:\n{traceback.format_exc()}") from None
 
 
 def test_experiments_script(tmp_path, monkeypatch):
