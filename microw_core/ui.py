@@ -45,6 +45,7 @@ def sidebar() -> Store:
         st.session_state[STORE_KEY] = root.strip() or default_store_root()
         current = store()
         st.caption(f"`{current.root}`")
+        _restore_model()
         if st.session_state.get(MODEL_KEY):
             st.caption(f"Model: **{st.session_state[MODEL_KEY]}**")
         _running_jobs(bool(_active(current)))
@@ -75,8 +76,7 @@ _last_loaded: dict[str, str] = {}  # this server's last model: a browser reload 
 
 def model(name: str | None = None) -> LanguageModel | None:
     """The named model (cached), or the one loaded on the Model page; None (and a message) when it fails."""
-    if not name and not st.session_state.get(MODEL_KEY) and _last_loaded:
-        set_model(_last_loaded["name"], _last_loaded["device"])
+    _restore_model()
     name = name or st.session_state.get(MODEL_KEY)
     if not name:
         return None
@@ -114,6 +114,11 @@ def sae_picker(key: str = "microw_sae") -> tuple[str, dict] | None:
     st.caption(f"{cfg.get('arch')} SAE · {cfg.get('width')} features · layer `{cfg.get('layer')}` of "
                f"`{cfg.get('model')}` · trained on run `{cfg.get('run')}`")
     return name, info
+
+
+def _restore_model() -> None:
+    if not st.session_state.get(MODEL_KEY) and _last_loaded:
+        set_model(_last_loaded["name"], _last_loaded["device"])
 
 
 def set_model(name: str, device: str = "auto") -> None:
@@ -328,7 +333,7 @@ def histogram(edges: list[float], counts: list[float], title: str, key: str, log
     fig = _figure(title, "activation", "count", height=260)
     fig.add_bar(x=centers, y=counts, marker_color=f"rgb({HIGHLIGHT_RGB})")
     if log_y:
-        fig.update_yaxes(type="log")
+        fig.update_yaxes(type="log", dtick=1)  # labels at powers of ten only
     st.plotly_chart(fig, width="stretch", key=key)
 
 
@@ -337,10 +342,11 @@ def logit_bars(positive: list, negative: list, key: str) -> None:
     rows = [(str(t), float(v)) for t, v in negative][::-1] + [(str(t), float(v)) for t, v in positive]
     if not rows:
         return
-    fig = _figure("Logit effect: tokens promoted (orange) and suppressed (blue)", "logit change", "", height=360)
+    fig = _figure("Logit effect: tokens promoted (orange) and suppressed (blue)", "logit change", "",
+                  height=80 + 18 * len(rows))
     fig.add_bar(x=[v for _, v in rows], y=[repr(t)[1:-1] for t, _ in rows], orientation="h",
                 marker_color=["#1f77b4" if v < 0 else f"rgb({HIGHLIGHT_RGB})" for _, v in rows])
-    fig.update_yaxes(type="category")
+    fig.update_yaxes(type="category", dtick=1, tickfont=dict(size=11))
     st.plotly_chart(fig, width="stretch", key=key)
 
 

@@ -197,6 +197,8 @@ def test_workflow_in_the_browser(page):
     expect(page.get_by_role("heading", name=f"Feature {feature} — browser concept")).to_be_visible()
     settle(page)
     shot(page, "features")
+    page.get_by_text("Top activating contexts").scroll_into_view_if_needed()
+    shot(page, "feature-contexts")
 
     # Concepts: the named feature is in the dictionary
     go(page, "Concepts")
@@ -216,12 +218,14 @@ def test_workflow_in_the_browser(page):
     expect(page.get_by_text("Baseline", exact=True)).to_be_visible()
     expect(page.get_by_text("Steered", exact=True)).to_be_visible()
     settle(page)
+    page.get_by_role("button", name="Generate baseline and steered").scroll_into_view_if_needed()
+    page.mouse.wheel(0, 200)
     shot(page, "steering")
 
     # Home: the store now lists the model, the run, the SAE and the dictionary
     go(page, "Home", heading="microw")
     for label in ("Activation runs", "SAEs", "Named concepts"):
         expect(page.locator("[data-testid=stMetric]", has_text=label)).to_contain_text("1")
-    expect(page.get_by_text("browser concept")).to_be_visible()  # in the concept dictionaries table
+    expect(page.get_by_text("browser concept")).to_be_attached()  # a cell of the concept dictionaries table
     shot(page, "home")
     print(f"browser workflow: {time.monotonic() - start:.0f} s")
