@@ -34,6 +34,12 @@ def home() -> None:
         st.rerun()
     ui.job_panel("pipeline", plot=lambda record: ui.training_curves(
         [m for m in record["metrics_history"] if "loss" in m], key=f"job-{record['id']}"), finished=1)
+    last = next(iter(ui.jobs.list_jobs(store, "pipeline")), None)
+    if last and last["status"] == "done" and (last.get("result") or {}).get("sae"):
+        sae = last["result"]["sae"]
+        st.session_state.setdefault(ui.SAE_KEY, sae)
+        st.success(f"The demo SAE `{sae}` is ready: explore its features, name some, then steer them.")
+        st.page_link("pages/4_Features.py", label="Open the Features page", icon=":material/category_search:")
 
     st.subheader("Store")
     overview = ui.call(ui.store_overview, store)

@@ -22,6 +22,7 @@ from .store import DEFAULT_ROOT, Store
 STORE_KEY = "microw_store_root"
 MODEL_KEY = "microw_model"
 DEVICE_KEY = "microw_device"
+SAE_KEY = "microw_sae"
 HIGHLIGHT_RGB = "255, 127, 14"  # plotly's orange: readable behind black text at any alpha
 
 
@@ -97,7 +98,7 @@ def sae(name: str, lm: LanguageModel):
     return _cached_sae(str(current.root), name, (config.get("weights") or {}).get("sha256", ""), str(lm.device))
 
 
-def sae_picker(key: str = "microw_sae") -> tuple[str, dict] | None:
+def sae_picker(key: str = SAE_KEY) -> tuple[str, dict] | None:
     """A select box of the store's SAEs (the choice is shared by the pages); None when there are none."""
     saes = [s for s in store().list_saes() if "error" not in s]
     if not saes:
@@ -334,6 +335,18 @@ def histogram(edges: list[float], counts: list[float], title: str, key: str, log
     fig.add_bar(x=centers, y=counts, marker_color=f"rgb({HIGHLIGHT_RGB})")
     if log_y:
         fig.update_yaxes(type="log", dtick=1)  # labels at powers of ten only
+    st.plotly_chart(fig, width="stretch", key=key)
+
+
+def density_histogram(densities, key: str) -> None:
+    """How often features fire, on a log scale: dense features on the right, rare on the left."""
+    import numpy as np
+
+    values = np.asarray(densities, dtype=float)
+    fired = values[values > 0]
+    fig = _figure(f"Feature density (log10 of the fraction of tokens; {int((values == 0).sum())} never fired)",
+                  "log10 density", "features", height=240)
+    fig.add_histogram(x=np.log10(fired), nbinsx=50, marker_color=f"rgb({HIGHLIGHT_RGB})")
     st.plotly_chart(fig, width="stretch", key=key)
 
 

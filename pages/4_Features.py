@@ -85,6 +85,7 @@ selection = st.dataframe(
                    "max_activation": st.column_config.NumberColumn("max activation", format="%.3f"),
                    "mean_activation": st.column_config.NumberColumn("mean activation", format="%.3f")},
 )
+ui.density_histogram(table["density"], key=f"density-{sae_name}")
 rows = selection.selection.rows if selection else []
 if rows and rows != st.session_state.get("feat_rows") and rows[0] < len(shown):
     st.session_state["feat_id"] = int(shown.iloc[rows[0]]["feature"])  # a new click; the id box stays editable

@@ -218,8 +218,7 @@ def test_workflow_in_the_browser(page):
     expect(page.get_by_text("Baseline", exact=True)).to_be_visible()
     expect(page.get_by_text("Steered", exact=True)).to_be_visible()
     settle(page)
-    page.get_by_role("button", name="Generate baseline and steered").scroll_into_view_if_needed()
-    page.mouse.wheel(0, 200)
+    page.get_by_text("Strengths").evaluate("e => e.scrollIntoView({block: 'start'})")
     shot(page, "steering")
 
     # Home: the store now lists the model, the run, the SAE and the dictionary
