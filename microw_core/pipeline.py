@@ -115,8 +115,9 @@ def run_demo_pipeline(store: Store, progress: Report | None = None, should_stop:
     result = {"run": run, "tokens": captured["tokens"], "seconds": seconds}
     if stop():
         return result
+    steps = -(-budget.train_tokens // budget.batch_size)
     train = TrainConfig(arch="topk", width=budget.width, k=budget.k, tokens=budget.train_tokens,
-                        batch_size=budget.batch_size)
+                        batch_size=budget.batch_size, log_every=max(1, steps // 50))  # ~50 points on the curves
     trained = train_task(store, run, budget.layer, train, name=f"{run}-topk", lm=lm)(_scaled(report, a, a + b), stop)
     seconds["train"] = time.perf_counter() - start - seconds["capture"]
     result.update(sae=trained["name"], metrics=trained["metrics"])

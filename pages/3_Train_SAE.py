@@ -53,7 +53,9 @@ else:
     evaluate = cols[2].checkbox("Measure CE loss with the model", value=True, key="train_ce",
                                 help="Splices the SAE into the model on held-out texts: loss recovered and KL.")
     try:
-        config = TrainConfig(arch=arch, width=width, tokens=tokens, batch_size=batch_size, lr=lr or None, **sparsity)
+        # about 50 points on the live curves, however long the run
+        config = TrainConfig(arch=arch, width=width, tokens=tokens, batch_size=batch_size, lr=lr or None,
+                             log_every=max(1, -(-tokens // batch_size) // 50), **sparsity)
         suggested = default_name(config, run_name, layer, d_in)
     except MicrowError as err:
         st.error(str(err))

@@ -175,6 +175,9 @@ def test_workflow_in_the_browser(page):
     wait_job(page, "Train")
     expect(page.get_by_text("Explained variance against L0")).to_be_visible()
     shot(page, "train")
+    page.get_by_text("Training curves of").evaluate("e => e.scrollIntoView({block: 'start'})")
+    expect(page.get_by_text("Explained variance", exact=True).last).to_be_visible()  # the curve's title
+    shot(page, "train-curves")
 
     # Features: compute the cards, open the top feature, name it
     go(page, "Features")
