@@ -91,6 +91,18 @@ if st.button("Save changes", type="primary", key="concepts_save"):
         st.session_state["concepts_flash"] = message
         st.rerun()
 
+st.subheader("Which features fire on a token?")
+token = st.text_input("Token", placeholder="e.g. beach", key="concepts_token",
+                      help="Features whose top activations peak on this token, from the feature cards.")
+if token.strip():
+    matches = ui.call(dictionary.search_token, token)
+    if matches:
+        st.dataframe(pd.DataFrame([{"feature": m.feature, "score": round(m.score, 2), "suggested label": m.label,
+                                    "concept": m.concept.name if m.concept else ""} for m in matches]),
+                     hide_index=True, width="stretch")
+    elif matches is not None:
+        st.caption(f"No feature peaks on '{token.strip()}' in its top contexts.")
+
 st.subheader("Export and import")
 cols = st.columns(2)
 with cols[0]:

@@ -173,6 +173,19 @@ def test_activations_page_saves_uploads_into_the_store(app, prepared):
     assert saved.read_bytes() == b"first line\nsecond line\n"
 
 
+def test_activations_page_explains_an_unreachable_hub_dataset(app, prepared):
+    at = load_tiny_model(app.run(), prepared["model"])
+    at.switch_page("pages/2_Activations.py").run()
+    at.radio(key="cap_source").set_value("Hugging Face dataset").run()
+    at.text_input(key="cap_hub").set_value("nobody/no-such-dataset")
+    at.text_input(key="cap_run").set_value("from-hub")
+    at.button(key="cap_start").click().run()
+    record = wait_for_job(prepared["store"], "capture", run="from-hub")
+    assert record["status"] == "failed" and "HF_HUB_OFFLINE" in record["error"]  # conftest sets it
+    at.run()
+    assert any("nobody/no-such-dataset" in e.value for e in at.error)
+
+
 def test_activations_page_reports_a_failing_capture(app, prepared):
     at = load_tiny_model(app.run(), prepared["model"])
     at.switch_page("pages/2_Activations.py").run()
@@ -276,6 +289,17 @@ def test_concepts_page_edits_searches_and_exports(app, prepared):
     at.button(key="concepts_save").click().run()
     no_exceptions(at)
     assert [c.feature for c in ConceptDictionary.load(store, "sae-a").entries] == [3]
+
+
+def test_concepts_page_finds_features_by_token(app, prepared):
+    at = concepts_page(app)
+    at.text_input(key="concepts_token").set_value("a").run()
+    no_exceptions(at)
+    expected = ConceptDictionary.load(prepared["store"], "sae-a").search_token("a")
+    if expected:
+        assert at.dataframe[-1].value["feature"].tolist() == [m.feature for m in expected]
+    else:
+        assert any("No feature peaks" in c.value for c in at.caption)
 
 
 def test_concepts_page_rejects_bad_rows_without_losing_anything(app, prepared):

@@ -168,5 +168,9 @@ def default_dead_tokens(total_tokens: int, batch_size: int) -> int:
 
 
 def lr_for_width(width: int) -> float:
-    """sparsify's width-scaled default: wider SAEs take smaller steps."""
-    return 2e-4 / math.sqrt(width / 2**14)
+    """Scaled by 1 / sqrt(width) as in sparsify, but about 6x larger, since our runs are hundreds of steps.
+
+    On the demo model (TopK, width 3072, 600k tokens) sparsify's 4.6e-4 reached a held-out explained
+    variance of 0.78; 2e-3 0.92; 4e-3 0.95 with 0.6% dead latents; 8e-3 0.96 but 15% dead.
+    """
+    return 2.5e-3 / math.sqrt(width / 4096)

@@ -46,7 +46,7 @@ class TrainConfig:
     l1_coeff: float | None = None         # relu
     l0_coeff: float | None = None         # jumprelu
     jumprelu_bandwidth: float | None = None
-    lr: float | None = None               # None: 2e-4 / sqrt(width / 2**14), as in sparsify
+    lr: float | None = None               # None: 2.5e-3 / sqrt(width / 4096) (see data.lr_for_width)
     warmup_fraction: float = 0.05         # linear LR warm-up
     decay_fraction: float = 0.2           # linear LR decay to zero at the end
     sparsity_warmup_fraction: float = 0.05  # L1 / L0 penalty ramps up over this share of steps
