@@ -22,8 +22,8 @@ from microw_core.sae.trainer import pick_device
 
 
 def minimal_loop(arch: str, data: torch.Tensor, width: int, k: int, batch: int, steps: int,
-                 device: torch.device) -> float:
-    """Tokens/s of a bare training loop; the first 3 steps are warm-up and not timed."""
+                 device: torch.device, bf16: bool = False) -> float:
+    """Tokens/s of a bare training loop (bf16: under autocast); the first 3 steps are warm-up, not timed."""
     d = data.shape[1]
     torch.manual_seed(0)
     W_dec = torch.randn(width, d, device=device)
@@ -39,18 +39,19 @@ def minimal_loop(arch: str, data: torch.Tensor, width: int, k: int, batch: int, 
             _sync(device)
             start = time.perf_counter()
         x = batches[step % len(batches)]
-        pre = (x - b_dec) @ W_enc + b_enc
-        if arch == "topk":
-            top = pre.topk(k, dim=-1)
-            f = torch.zeros_like(pre).scatter(-1, top.indices, top.values.relu())
-        elif arch == "batchtopk":
-            flat = pre.relu().flatten()
-            top = flat.topk(k * len(x))
-            f = torch.zeros_like(flat).scatter(-1, top.indices, top.values).view_as(pre)
-        else:
-            f = pre.relu()
-        x_hat = f @ W_dec + b_dec
-        loss = (x_hat - x).pow(2).sum(-1).mean()
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            pre = (x - b_dec) @ W_enc + b_enc
+            if arch == "topk":
+                top = pre.topk(k, dim=-1)
+                f = torch.zeros_like(pre).scatter(-1, top.indices, top.values.relu())
+            elif arch == "batchtopk":
+                flat = pre.relu().flatten()
+                top = flat.topk(k * len(x))
+                f = torch.zeros_like(flat).scatter(-1, top.indices, top.values).view_as(pre)
+            else:
+                f = pre.relu()
+            x_hat = f @ W_dec + b_dec
+        loss = (x_hat.float() - x).pow(2).sum(-1).mean()
         if arch == "relu":
             loss = loss + 1.0 * f.sum(-1).mean()
         optimizer.zero_grad()
@@ -105,16 +106,17 @@ def main() -> None:
 
     report: dict = {"device": str(device), "threads": torch.get_num_threads(), "d": args.d, "width": width,
                     "k": args.k, "batch": args.batch, "steps": args.steps}
-    for arch in ("topk", "relu", "batchtopk"):
-        ours = our_trainer(arch, data, width, args.k, args.batch, args.steps, device)
-        baseline = minimal_loop(arch, data, width, args.k, args.batch, args.steps, device)
-        report[f"{arch}_tokens_per_s"] = round(ours)
-        report[f"{arch}_minimal_loop_tokens_per_s"] = round(baseline)
-        report[f"{arch}_ratio"] = round(ours / baseline, 3)
-        print(f"{arch:10s} ours {ours:10.0f} tok/s   minimal loop {baseline:10.0f} tok/s   ratio {ours / baseline:.2f}")
-    bf16 = our_trainer("topk", data, width, args.k, args.batch, args.steps, device, bf16=True)
-    report["topk_bf16_tokens_per_s"] = round(bf16)
-    print(f"topk, bf16 latent selection: {bf16:.0f} tok/s")
+    # Same precision on both sides: float32 everywhere, then bfloat16 (our latent selection against
+    # the minimal loop under autocast); each pair runs back to back so load changes hit both alike.
+    runs = [(arch, False) for arch in ("topk", "relu", "batchtopk")] + [("topk", True)]
+    for arch, bf16 in runs:
+        ours = our_trainer(arch, data, width, args.k, args.batch, args.steps, device, bf16=bf16)
+        baseline = minimal_loop(arch, data, width, args.k, args.batch, args.steps, device, bf16=bf16)
+        name = f"{arch}_bf16" if bf16 else arch
+        report[f"{name}_tokens_per_s"] = round(ours)
+        report[f"{name}_minimal_loop_tokens_per_s"] = round(baseline)
+        report[f"{name}_ratio"] = round(ours / baseline, 3)
+        print(f"{name:10s} ours {ours:10.0f} tok/s   minimal loop {baseline:10.0f} tok/s   ratio {ours / baseline:.2f}")
     report["ratio"] = report["topk_ratio"]
     print(json.dumps(report))
 

@@ -631,29 +631,32 @@ class SteeringEvalConfig:
     seed: int = 0
     batch_size: int = 256
     stories_per_topic: int = 20     # validation stories per topic for finding topic features
+    features_per_topic: int = 1     # steer a topic's best n features together, each at the strength
     success_rate: float = 0.7       # a topic succeeds when its best strength reaches this ...
     max_baseline_rate: float = 0.15  # ... while the unsteered rate is at most this ...
     max_ppl_ratio: float = 2.0      # ... and perplexity is at most this multiple of the unsteered one
 
 
 def topic_features(lm: LanguageModel, sae, store: Store | None = None, sae_name: str | None = None,
-                   topics: Sequence[str] | None = None, stories_per_topic: int = 20, seed: int = 0) -> dict[str, dict]:
-    """For each demo topic, the SAE feature that best matches it.
+                   topics: Sequence[str] | None = None, stories_per_topic: int = 20, seed: int = 0,
+                   per_topic: int = 1) -> dict[str, dict]:
+    """For each demo topic, the SAE features that best match it (`feature`: the best; `features`: the best
+    `per_topic`, best first).
 
-    A feature named like the topic in the concept dictionary wins; otherwise the feature whose mean activation
-    over the topic's validation stories (single-topic stories, real tokens) most exceeds its mean on every
+    Features named like the topic in the concept dictionary win; otherwise the features whose mean activation
+    over the topic's validation stories (single-topic stories, real tokens) most exceeds their mean on every
     other topic (score = mean on topic - highest mean on another topic).
     """
     from .demo import corpus
 
     topics = list(topics or corpus.TOPICS)
-    named: dict[str, int] = {}
+    named: dict[str, list[int]] = {}
     if store is not None and sae_name and store.exists(f"saes/{safe_name(sae_name)}/concepts.json"):
         from .concepts import ConceptDictionary
 
         for concept in ConceptDictionary.load(store, sae_name).entries:
             if concept.name.lower() in topics:
-                named.setdefault(concept.name.lower(), concept.feature)
+                named.setdefault(concept.name.lower(), []).append(concept.feature)
     stories: dict[str, list[str]] = {t: [] for t in corpus.TOPICS}
     for story in corpus.iter_stories("validation", seed):
         if len(story.topics) == 1 and len(stories[story.topics[0]]) < stories_per_topic:
@@ -666,10 +669,10 @@ def topic_features(lm: LanguageModel, sae, store: Store | None = None, sae_name:
         row = corpus.TOPICS.index(topic)
         others = torch.cat([means[:row], means[row + 1:]]).amax(0)
         score = means[row] - others
-        feature = named.get(topic, int(score.argmax()))
-        out[topic] = {"feature": feature, "source": "concepts" if topic in named else "stories",
-                      "score": float(score[feature]), "mean_on_topic": float(means[row, feature]),
-                      "max_mean_off_topic": float(others[feature])}
+        chosen = named[topic][:per_topic] if topic in named else score.topk(per_topic).indices.tolist()
+        out[topic] = {"feature": chosen[0], "features": chosen, "source": "concepts" if topic in named else "stories",
+                      "score": float(score[chosen[0]]), "mean_on_topic": float(means[row, chosen[0]]),
+                      "max_mean_off_topic": float(others[chosen[0]])}
     return out
 
 
@@ -788,8 +791,9 @@ def evaluate_steering(lm: LanguageModel, sae, store: Store | None, sae_name: str
     topics = list(topics or corpus.TOPICS)
     report = progress or (lambda fraction, message: None)
     report(0.0, "finding the feature of each topic")
-    matches = topic_features(lm, sae, store, sae_name, topics, cfg.stories_per_topic, cfg.seed)
-    features = [matches[t]["feature"] for t in topics]
+    matches = topic_features(lm, sae, store, sae_name, topics, cfg.stories_per_topic, cfg.seed,
+                             cfg.features_per_topic)
+    features = [f for t in topics for f in matches[t]["features"]]  # recorded in the unsteered run
     scales = steering_scales(lm, sae, store, sae_name, texts=corpus.NEUTRAL_PROMPTS) if cfg.unit != "raw" else None
     neutral = [p for p in corpus.NEUTRAL_PROMPTS for _ in range(cfg.samples)]
     report(0.05, "unsteered continuations")
@@ -802,30 +806,33 @@ def evaluate_steering(lm: LanguageModel, sae, store: Store | None, sae_name: str
     for i, topic in enumerate(topics):
         if should_stop is not None and should_stop():
             break
-        feature = features[i]
-        edit = FeatureEdit(feature, 1.0, cfg.method, cfg.unit)
+        targets = matches[topic]["features"]
+        edits = [FeatureEdit(f, 1.0, cfg.method, cfg.unit) for f in targets]
         steered = [s for s in strengths if s != 0]
         prompts = [p for _ in steered for p in neutral] + [concept_prompt(p, [topic]) for p in neutral]
         row_strengths = torch.tensor([s for s in steered for _ in neutral] + [0.0] * len(neutral))
+        row_strengths = row_strengths[:, None].expand(-1, len(edits))
 
         def hook(a: int, b: int) -> SAESteering:
-            return SAESteering(sae, [edit], scales, cfg.positions, row_strengths[a:b, None])
+            return SAESteering(sae, edits, scales, cfg.positions, row_strengths[a:b])
 
-        rows = _generate_rows(lm, sae, prompts, [feature], cfg, hook, cfg.seed + 1000 * (i + 1))
+        rows = _generate_rows(lm, sae, prompts, targets, cfg, hook, cfg.seed + 1000 * (i + 1))
+        base_columns = [features.index(f) for f in targets]
         n = len(neutral)
         success, ppl, activation, text_activation = [], [], [], []
         for k, s in enumerate(strengths):
             if s == 0:
-                picks, source, col = base_picks, base, i
+                picks, source, columns = base_picks, base, base_columns
                 hits = [t == topic for t in base_topics]
             else:
                 j = steered.index(s)
-                picks, source, col = range(j * n, (j + 1) * n), rows, 0
+                picks, source, columns = range(j * n, (j + 1) * n), rows, list(range(len(targets)))
                 hits = [corpus.classify_topic(rows.texts[r]) == topic for r in picks]
             success.append(sum(hits) / n)
             ppl.append(_perplexity(source, picks))
-            activation.append(float(torch.stack([source.activation[r][col] for r in picks]).mean()))
-            text_activation.append(float(torch.stack([source.text_activation[r][col] for r in picks]).mean()))
+            # mean over the topic's features and the continuations
+            activation.append(float(torch.stack([source.activation[r][columns] for r in picks]).mean()))
+            text_activation.append(float(torch.stack([source.text_activation[r][columns] for r in picks]).mean()))
         prompted = range(len(steered) * n, len(prompts))
         ratios = [p / base_ppl for p in ppl]
         candidates = [k for k, s in enumerate(strengths) if s != 0 and ratios[k] <= cfg.max_ppl_ratio]

@@ -8,7 +8,9 @@ and one Python namespace, so later blocks use what earlier ones made:
   required; `export NAME=value` lines set environment variables for the rest of the page); a
   `python examples/...` or `python benchmarks/experiments.py` line must name an existing script (those
   are run by test_examples and test_experiments_script);
-* a block right after a `<!-- no-test -->` line is not run: only installing and `microw app` may use it.
+* a block right after a `<!-- no-test -->` line is not run: only installing and `microw app` may use it;
+* a bash block right after `<!-- parse-only -->` (commands that reproduce long experiments) is checked against
+  the CLI's argument parser but not run.
 
 Other fences (text, json, csv) are output or data and are not run. The Troubleshooting page must list
 every MicrowError subclass and every message microw raises (see test_troubleshooting_*).
@@ -40,6 +42,7 @@ EXAMPLES = ROOT / "examples"
 PAGES = sorted(p.relative_to(DOCS).as_posix() for p in DOCS.rglob("*.md"))
 SCRIPTS = sorted(p.name for p in EXAMPLES.glob("*.py"))
 NO_TEST = "<!-- no-test -->"
+PARSE_ONLY = "<!-- parse-only -->"
 RUN_LANGUAGES = ("python", "bash")
 DATA_LANGUAGES = ("text", "json", "csv")
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
@@ -53,6 +56,7 @@ class Block:
     language: str
     code: str
     no_test: bool
+    parse_only: bool
 
 
 def blocks(page: str) -> list[Block]:
@@ -74,7 +78,8 @@ def blocks(page: str) -> list[Block]:
             i += 1
         if i == len(lines):
             raise AssertionError(f"docs/{page}:{start + 1}: the code fence is never closed")
-        out.append(Block(page, start + 1, language, "\n".join(body) + "\n", previous == NO_TEST))
+        out.append(Block(page, start + 1, language, "\n".join(body) + "\n", previous == NO_TEST,
+                         previous == PARSE_ONLY))
         previous, i = "", i + 1
     return out
 
@@ -123,23 +128,42 @@ def test_every_block_is_run_or_allowed(page):
         assert block.language in RUN_LANGUAGES + DATA_LANGUAGES, (
             f"{where}: give the fence a language ({', '.join(RUN_LANGUAGES + DATA_LANGUAGES)})")
         if block.language in DATA_LANGUAGES:
-            assert not block.no_test, f"{where}: {NO_TEST} only applies to bash blocks"
+            assert not (block.no_test or block.parse_only), f"{where}: {NO_TEST} / {PARSE_ONLY} apply to bash only"
             continue
+        if block.no_test or block.parse_only:
+            marker = NO_TEST if block.no_test else PARSE_ONLY
+            assert block.language == "bash", f"{where}: Python blocks always run; remove {marker}"
         if block.no_test:
-            assert block.language == "bash", f"{where}: Python blocks always run; remove {NO_TEST}"
             assert all(c.startswith(("pip ", "python -c", "microw app", "export ", "git ", "apt-get "))
                        or "pip install" in c for c in commands(block.code)), (
                 f"{where}: {NO_TEST} is only for installing and `microw app`")
+        if block.language != "bash":
             continue
-        if block.language == "bash":
-            for command in commands(block.code):
-                script = script_named(command)
-                if script is not None:
-                    assert script.is_file(), f"{where}: {script.relative_to(ROOT)} does not exist"
-                    continue
-                assert command.startswith(("microw ", "export ")), (
+        for command in commands(block.code):
+            script = script_named(command)
+            if script is not None:
+                assert script.is_file(), f"{where}: {script.relative_to(ROOT)} does not exist"
+            elif command.startswith("microw "):
+                parse_cli(command, where)
+            elif not block.no_test:
+                assert command.startswith("export "), (
                     f"{where}: `{command}` cannot run in the docs test; only `microw ...` commands run "
                     f"(mark install / `microw app` blocks with {NO_TEST})")
+        if block.parse_only:
+            assert all(c.startswith("microw ") for c in commands(block.code)), (
+                f"{where}: {PARSE_ONLY} is only for `microw ...` commands")
+
+
+def parse_cli(command: str, where: str) -> None:
+    """The command and its options exist (argparse exits on an unknown one)."""
+    from microw_core.cli import build_parser
+
+    stderr = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(stderr):
+            build_parser().parse_args(shlex.split(command)[1:])
+    except SystemExit:
+        raise AssertionError(f"{where}: `{command}` is not a valid microw command:\n{stderr.getvalue()}") from None
 
 
 @pytest.mark.parametrize("page", PAGES)
@@ -185,15 +209,18 @@ def run_block(block: Block, namespace: dict, monkeypatch) -> None:
             run_cli(command, where)
 
 
-@pytest.mark.parametrize("page", [p for p in PAGES if any(
-    b.language in RUN_LANGUAGES and not b.no_test for b in blocks(p))])
+def runnable(block: Block) -> bool:
+    return block.language in RUN_LANGUAGES and not block.no_test and not block.parse_only
+
+
+@pytest.mark.parametrize("page", [p for p in PAGES if any(runnable(b) for b in blocks(p))])
 def test_page_runs(page, tmp_path, monkeypatch):
     demo_model_ready()
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MICROW_STORE", raising=False)  # the docs use the default ./microw_store
     namespace = {"__name__": "__main__"}
     for block in blocks(page):
-        if block.language in RUN_LANGUAGES and not block.no_test:
+        if runnable(block):
             run_block(block, namespace, monkeypatch)
 
 

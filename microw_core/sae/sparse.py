@@ -47,7 +47,8 @@ class SparseCodes:
         """[n_tokens, width] sparse matrix holding `values`."""
         with warnings.catch_warnings():  # torch calls CSR "beta"; the kernels used here are tested
             warnings.simplefilter("ignore")
-            return torch.sparse_csr_tensor(self.crow, self.col, values, (self.n_tokens, self.width), check_invariants=False)
+            return torch.sparse_csr_tensor(self.crow, self.col, values, (self.n_tokens, self.width),
+                                           check_invariants=False)
 
     def coo_t(self, values: torch.Tensor) -> torch.Tensor:
         """[width, n_tokens] sparse matrix holding `values` (the transpose of `csr`)."""
