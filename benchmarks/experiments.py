@@ -58,11 +58,12 @@ class Budget:
     steering_strengths: tuple[float, ...] = (0.0, 1.0, 2.0, 4.0, 6.0, 8.0)
     steering_topics: tuple[str, ...] | None = None  # None: all 16
     steering_tokens: int = 40
+    steering_stories: int = 20       # validation stories per topic for finding its feature
 
 
-SMOKE = Budget(capture_tokens=20_000, width=256, sweep=(("topk", 8), ("topk", 16)), main=("topk", 16),
+SMOKE = Budget(capture_tokens=10_000, width=256, sweep=(("topk", 8), ("topk", 16)), main=("topk", 16),
                train_tokens=40_000, batch_size=1024, feature_tokens=5_000, concept_stories=20, steering_samples=1,
-               steering_strengths=(0.0, 4.0), steering_topics=("ocean",), steering_tokens=10)
+               steering_strengths=(0.0, 4.0), steering_topics=("ocean",), steering_tokens=10, steering_stories=3)
 
 
 def measure(store: Store, budget: Budget, log) -> dict:
@@ -100,7 +101,8 @@ def measure(store: Store, budget: Budget, log) -> dict:
     log(f"concept evaluation in {seconds['concepts']:.0f} s")
 
     start = time.perf_counter()
-    config = SteeringEvalConfig(samples=budget.steering_samples, max_new_tokens=budget.steering_tokens)
+    config = SteeringEvalConfig(samples=budget.steering_samples, max_new_tokens=budget.steering_tokens,
+                                stories_per_topic=budget.steering_stories)
     steering = evaluate_steering(lm, main.sae, store, main.name, strengths=budget.steering_strengths, config=config,
                                  topics=budget.steering_topics)
     seconds["steering"] = time.perf_counter() - start

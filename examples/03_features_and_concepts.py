@@ -46,7 +46,7 @@ concepts.set(feature, name="beach", description="fires on the word beach and its
 print("\nconcepts:", [(c.feature, c.name) for c in concepts.entries])
 
 # Ground truth: the best single feature for each planted concept, against the best single neuron.
-result = evaluate_concepts(lm, sae, store, "examples-sae", n_stories=100)
+result = evaluate_concepts(lm, sae, store, "examples-sae", n_stories=50)
 print(f"\nmean best F1 over {result['concepts']} concepts: features {result['mean_best_f1']:.2f}, "
       f"neurons {result['neuron_mean_best_f1']:.2f}")
 for row in sorted(result["per_concept"], key=lambda r: -r["f1"])[:5]:
