@@ -772,9 +772,10 @@ def evaluate_steering(lm: LanguageModel, sae, store: Store | None, sae_name: str
                       should_stop: Callable[[], bool] | None = None) -> dict:
     """Steer towards each demo topic from neutral prompts over a sweep of strengths and measure the effect.
 
+    A topic is steered with its best `features_per_topic` features (topic_features), each at the strength.
     Per topic and strength: success rate (corpus.classify_topic(continuation) == topic), perplexity of the
     continuations under the unsteered model (pooled over tokens) and its ratio to the unsteered perplexity,
-    the target feature's mean activation at the steered layer while generating (`activation`, after the
+    the target features' mean activation at the steered layer while generating (`activation`, after the
     edit) and on the generated text under the unsteered model (`text_activation`). The prompt-only baseline
     (corpus.topic_prompt(topic) before the neutral prompt) is measured alongside.
 

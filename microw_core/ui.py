@@ -168,14 +168,16 @@ def store_overview(store: Store) -> dict:
     sae_rows, dictionaries = [], []
     for s in saes:
         cfg, metrics = s.get("config") or {}, s.get("metrics") or {}
-        sae_rows.append({"SAE": s["name"], "arch": cfg.get("arch"), "layer": cfg.get("layer"), "width": cfg.get("width"),
-                         "k": cfg.get("k"), "explained variance": _round(metrics.get("explained_variance")),
-                         "L0": _round(metrics.get("l0")), "dead": _round(metrics.get("dead_fraction")),
-                         "problem": s.get("error", "")})
+        sae_rows.append({
+            "SAE": s["name"], "arch": cfg.get("arch"), "layer": cfg.get("layer"), "width": cfg.get("width"),
+            "k": cfg.get("k"), "explained variance": _round(metrics.get("explained_variance")),
+            "L0": _round(metrics.get("l0")), "dead": _round(metrics.get("dead_fraction")),
+            "CE loss recovered": _round(metrics.get("ce_loss_recovered")), "problem": s.get("error", ""),
+        })
         if "error" not in s and store.exists(f"saes/{s['name']}/concepts.json"):
             entries = ConceptDictionary.load(store, s["name"]).entries
-            dictionaries.append({"SAE": s["name"], "concepts": len(entries),
-                                 "names": ", ".join(c.name for c in entries[:8]) + (" …" if len(entries) > 8 else "")})
+            names = ", ".join(c.name for c in entries[:8]) + (" …" if len(entries) > 8 else "")
+            dictionaries.append({"SAE": s["name"], "concepts": len(entries), "names": names})
     return {"models": models, "runs": run_rows, "saes": sae_rows, "dictionaries": dictionaries}
 
 
@@ -303,7 +305,8 @@ def training_curves(history: list[dict], key: str, x: str = "step") -> None:
     df = pd.DataFrame(history)
     if df.empty or x not in df:
         return
-    panels = [("loss", "Loss", "loss"), ("explained_variance", "Explained variance", "fraction"), ("l0", "L0", "active features")]
+    panels = [("loss", "Loss", "loss"), ("explained_variance", "Explained variance", "fraction"),
+              ("l0", "L0", "active features")]
     panels = [p for p in panels if p[0] in df]
     for col, (name, title, unit) in zip(st.columns(len(panels) or 1), panels):
         fig = _figure(title, x, unit)
@@ -386,8 +389,8 @@ def tokens_html(tokens: list[str], values: list[float], scale: float | None = No
 
 def show_continuation(prompt: str, text: str) -> None:
     """The prompt in bold, then the continuation; both escaped."""
-    st.markdown(f'<div class="mw-gen" style="white-space:pre-wrap"><b>{html.escape(prompt)}</b>{html.escape(text)}</div>',
-                unsafe_allow_html=True)
+    st.markdown(f'<div class="mw-gen" style="white-space:pre-wrap"><b>{html.escape(prompt)}</b>'
+                f'{html.escape(text)}</div>', unsafe_allow_html=True)
 
 
 def show_tokens(tokens: list[str], values: list[float], scale: float | None = None, bold: int | None = None) -> None:

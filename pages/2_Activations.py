@@ -25,7 +25,8 @@ if source == "Demo corpus":
     dataset = "demo"
 elif source == "Upload a file":
     upload = st.file_uploader("Texts file", type=[s.lstrip(".") for s in FILE_SUFFIXES],
-                              help="Saved into the store's uploads/ folder, so the run can be reproduced.", key="cap_upload")
+                              help="Saved into the store's uploads/ folder, so the run can be reproduced.",
+                              key="cap_upload")
     if upload is not None:
         relpath = f"uploads/{safe_name(upload.name)}"
         if st.session_state.get("microw_upload") != (relpath, upload.size):
@@ -44,7 +45,8 @@ else:
     split = cols[0].text_input("Split", value="train") or None
     config = cols[1].text_input("Config (subset)", value="") or None
 if source != "Demo corpus":
-    text_column = st.text_input("Text column", value="text", help="The column or JSON key that holds the text.", key="cap_column")
+    text_column = st.text_input("Text column", value="text", help="The column or JSON key that holds the text.",
+                                key="cap_column")
 
 aliases = list(layer_aliases(lm.model))
 middle = f"resid_post.{lm.n_layers // 2}"

@@ -75,9 +75,9 @@ if query:
         query, case=False, regex=False)
     shown = shown[hit]
 shown = shown.sort_values("max_activation", ascending=False)
+pass_tokens = store.read_json(f"saes/{sae_name}/features/meta.json")["tokens"]
 st.caption(f"{len(shown):,} of {len(table):,} features; {int((table['count'] > 0).sum()):,} fired on "
-           f"{store.read_json(f'saes/{sae_name}/features/meta.json')['tokens']:,} tokens. Click a row to open its card; "
-           "click a column header to sort.")
+           f"{pass_tokens:,} tokens. Click a row to open its card; click a column header to sort.")
 selection = st.dataframe(
     shown[["feature", "concept", "label", "density", "max_activation", "mean_activation", "count"]],
     hide_index=True, width="stretch", height=280, on_select="rerun", selection_mode="single-row", key="feat_table",
@@ -166,7 +166,8 @@ if st.button("Show features", key="feat_fires"):
 fired = st.session_state.get("feat_fired")
 if fired:
     _, fired_feature, rows, values = fired
-    st.markdown(f"Activation of feature {fired_feature}{f' ({names[fired_feature]})' if fired_feature in names else ''}:")
+    named = f" ({names[fired_feature]})" if fired_feature in names else ""
+    st.markdown(f"Activation of feature {fired_feature}{named}:")
     ui.show_tokens([r["token"] for r in rows], values, card["max_activation"] if fired_feature == feature else None)
     st.dataframe(pd.DataFrame([{
         "token": repr(r["token"]),

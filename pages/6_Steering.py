@@ -50,7 +50,8 @@ if features:
     limits = (0.0, 1.0, 1.0) if method == "ablate" else (-10.0, 10.0, 4.0)
     for feature in features:
         label = f"{names[feature]} (#{feature})" if feature in names else f"feature #{feature}"
-        strengths[feature] = st.slider(label, limits[0], limits[1], limits[2], step=0.25 if method != "ablate" else 0.05,
+        strengths[feature] = st.slider(label, limits[0], limits[1], limits[2],
+                                       step=0.25 if method != "ablate" else 0.05,
                                        key=f"steer_strength_{feature}_{method}")
 
 with st.form("steer_form"):

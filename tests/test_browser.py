@@ -27,8 +27,9 @@ DEMO_READY = (ROOT / "microw_core" / "demo" / "model" / "config.json").exists()
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 LONG = 150_000  # ms: generous waits for jobs on a busy 2-core machine
 
+NO_DEMO = "the demo model is not built yet (python -m microw_core.demo.train)"
 MISSING = "chromium is not installed (apt-get install chromium)" if not CHROMIUM else (
-    "the demo model is not built yet (python -m microw_core.demo.train)" if MODEL == "demo" and not DEMO_READY else None)
+    NO_DEMO if MODEL == "demo" and not DEMO_READY else None)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -100,7 +101,7 @@ def page(server):
 def settle(page) -> None:
     """Wait until the script run has finished (no running indicator) and the page has painted."""
     page.wait_for_selector("[data-testid=stApp]")
-    page.wait_for_function("!document.querySelector('[data-testid=stStatusWidget] [data-testid=stStatusWidgetRunningIcon]')"
+    page.wait_for_function("!document.querySelector('[data-testid=stStatusWidgetRunningIcon]')"
                            " && !document.querySelector('[data-testid=stSpinner]')", timeout=LONG)
     page.wait_for_timeout(500)
 

@@ -131,7 +131,7 @@ def splice_metrics(lm, sae: SAE, layer: str, texts: list[str], batch_size: int =
             kl[mode] += float(F.kl_div(logits, clean, log_target=True, reduction="sum"))
         count += int(mask.sum())
     ce = {m: v / count for m, v in ce.items()}
-    kl = {m: v / count for m, v in kl.items()}
+    kl = {m: max(v / count, 0.0) for m, v in kl.items()}  # float rounding can dip just below zero
 
     def recovered(mode: str) -> float:
         gap = ce["zero"] - ce["clean"]
