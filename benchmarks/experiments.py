@@ -53,9 +53,9 @@ class Budget:
     train_tokens: int = 300_000
     batch_size: int = 2048
     feature_tokens: int = 60_000
-    concept_stories: int = 1000
+    concept_stories: int = 500
     steering_samples: int = 4
-    steering_strengths: tuple[float, ...] = (0.0, 1.0, 2.0, 4.0, 6.0, 8.0)
+    steering_strengths: tuple[float, ...] = (0.0, 1.0, 1.5, 2.0, 3.0)  # beyond ~3 the demo's text breaks down
     steering_topics: tuple[str, ...] | None = None  # None: all 16
     steering_tokens: int = 40
     steering_stories: int = 20       # validation stories per topic for finding its feature
