@@ -93,7 +93,8 @@ else:
     st.dataframe(ui.table(rows), hide_index=True, width="stretch")
     with st.expander("Delete a run"):
         doomed = st.selectbox("Run", [r["name"] for r in runs], key="delete_run")
-        if st.button(f"Delete run '{doomed}' and its files", key="delete_run_button"):
+        sure = st.checkbox("Yes, delete its activations (SAEs trained on it are kept)", key="delete_run_sure")
+        if st.button(f"Delete run '{doomed}' and its files", key="delete_run_button", disabled=not sure):
             with ui.errors_shown():
                 store.delete_run(doomed)
                 st.rerun()

@@ -89,8 +89,8 @@ if metrics:
     with st.expander("All metrics (held-out tokens)"):
         st.code(json.dumps(metrics, indent=2), language="json")
 with st.expander("Delete an SAE"):
-    st.caption("Deletes its weights, feature cards and concept dictionary.")
-    if st.button(f"Delete SAE '{shown}'", key="train_delete"):
+    sure = st.checkbox("Yes, delete its weights, feature cards and concept dictionary", key="train_delete_sure")
+    if st.button(f"Delete SAE '{shown}'", key="train_delete", disabled=not sure):
         with ui.errors_shown():
             store.delete_sae(shown)
             st.rerun()

@@ -386,4 +386,10 @@ def test_train_page_trains_with_live_curves_and_lists_saes(app, prepared):
     no_exceptions(at)
     assert any("sae-ui" in str(df.value) for df in at.dataframe)
     assert at.get("plotly_chart")  # curves and the EV / L0 plot
-    store.delete_sae("sae-ui")
+    # deleting needs a confirmation
+    at.selectbox(key="train_curves").set_value("sae-ui").run()
+    assert at.button(key="train_delete").disabled
+    at.checkbox(key="train_delete_sure").check().run()
+    at.button(key="train_delete").click().run()
+    no_exceptions(at)
+    assert "sae-ui" not in {s["name"] for s in store.list_saes()}
