@@ -30,17 +30,11 @@ def _load(args: argparse.Namespace):
 
 
 def cmd_layers(args: argparse.Namespace) -> dict[str, Any]:
-    from .layers import layer_aliases
+    from .layers import alias_shapes
 
     lm = _load(args)
     catalogue = lm.catalogue()
-    shapes = {info.name: info.output_shape for info in catalogue}
-    aliases = {}
-    for alias, ref in layer_aliases(lm.model).items():
-        shape = shapes.get(ref.module_name or "model")
-        if ref.pre:  # a block's input has the shape of the residual stream
-            shape = (shape[0], shape[1], lm.d_model) if shape else None
-        aliases[alias] = {"module": ref.module_name, "pre": ref.pre, "shape": list(shape) if shape else None}
+    aliases = alias_shapes(lm.model, catalogue, lm.d_model)
     if not args.json:
         for alias, info in aliases.items():
             print(f"{alias:<16} {info['module']:<40} {info['shape']}")
@@ -453,7 +447,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("steering", cmd_eval_steering, "Steer the demo model towards each topic over a sweep of strengths.",
                 parent=evals)
     _sae_args(p)
-    p.add_argument("--strengths", type=float, nargs="+", default=[0.0, 1.0, 2.0, 4.0, 6.0, 8.0])
+    p.add_argument("--strengths", type=float, nargs="+", default=[0.0, 1.0, 1.5, 2.0, 3.0],
+                   help="in units of each feature's maximum activation")
     p.add_argument("--method", default="add", choices=["add", "clamp"])
     p.add_argument("--unit", default="max_activation", choices=["max_activation", "median_norm", "raw"])
     p.add_argument("--topics", nargs="+", default=None, help="demo topics (default: all)")

@@ -153,3 +153,15 @@ def layer_catalogue(model: nn.Module, sample_input: dict[str, torch.Tensor]) -> 
         )
         for name, module in model.named_modules()
     ]
+
+
+def alias_shapes(model: nn.Module, catalogue: list[LayerInfo], d_model: int) -> dict[str, dict]:
+    """Each canonical alias with its module, whether it hooks the input (pre) and its output shape."""
+    shapes = {info.name: info.output_shape for info in catalogue}
+    out = {}
+    for alias, ref in layer_aliases(model).items():
+        shape = shapes.get(ref.module_name or "model")
+        if ref.pre and shape:  # a block's input has the residual stream's shape
+            shape = (*shape[:2], d_model)
+        out[alias] = {"module": ref.module_name, "pre": ref.pre, "shape": list(shape) if shape else None}
+    return out

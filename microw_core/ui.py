@@ -199,17 +199,12 @@ def _catalogue(_lm: LanguageModel, key: str) -> list:
 
 def layer_tables(lm: LanguageModel) -> tuple[list[dict], list[dict]]:
     """(alias rows, module rows) for the layer catalogue: names, modules, shapes, parameters."""
-    from .layers import layer_aliases
+    from .layers import alias_shapes
 
     catalogue = _catalogue(lm, f"{lm.name}@{id(lm)}")
-    shapes = {info.name: info.output_shape for info in catalogue}
-    aliases = []
-    for alias, ref in layer_aliases(lm.model).items():
-        shape = shapes.get(ref.module_name or "model")
-        if ref.pre and shape:  # a block's input has the residual stream's shape
-            shape = (*shape[:2], lm.d_model)
-        aliases.append({"alias": alias, "module": ref.module_name, "hooks": "input" if ref.pre else "output",
-                        "shape": str(list(shape)) if shape else ""})
+    aliases = [{"alias": alias, "module": info["module"], "hooks": "input" if info["pre"] else "output",
+                "shape": str(info["shape"]) if info["shape"] else ""}
+               for alias, info in alias_shapes(lm.model, catalogue, lm.d_model).items()]
     modules = [{"module": i.name, "type": i.type, "parameters": i.parameters,
                 "shape": str(list(i.output_shape)) if i.output_shape else "", "aliases": ", ".join(i.aliases)}
                for i in catalogue]

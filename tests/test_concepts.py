@@ -8,7 +8,7 @@ import torch
 
 from microw_core.cli import main as cli_main
 from microw_core.concepts import (
-    ConceptDictionary, best_f1_dense, best_f1_sparse, evaluate_concepts, labelled_tokens,
+    ConceptDictionary, LabelledTokens, best_f1_dense, best_f1_sparse, evaluate_concepts, labelled_tokens, probe_f1,
 )
 from microw_core.demo.corpus import CONCEPTS, generate_stories
 from microw_core.errors import InvalidInputError, StoreError
@@ -227,6 +227,19 @@ def test_best_f1_matches_brute_force():
 # ----- ground truth ---------------------------------------------------------------------------------------------
 
 
+def test_probe_finds_a_linear_concept_and_not_noise():
+    torch.manual_seed(0)
+    x = torch.randn(4000, 8) * torch.linspace(0.5, 3, 8)  # unequal scales: the probe standardises
+    direction = torch.randn(8)
+    linear = x @ direction > 1.0
+    noise = torch.rand(4000) < 0.3
+    data = LabelledTokens(x, torch.stack([linear, noise], 1), torch.zeros(4000, dtype=torch.long),
+                          torch.arange(4000) // 20, ["linear", "noise"])
+    f1 = probe_f1(data)
+    assert f1[0] > 0.95
+    assert f1[1] < 0.55  # predicting everything gives 2 * 0.3 / 1.3 = 0.46
+
+
 def test_labelled_tokens_follow_character_spans():
     lm = tiny_model("llama")  # character tokenizer: token i of a story is character i
     stories = generate_stories(6, "test")
@@ -250,6 +263,7 @@ def test_evaluate_concepts_and_cli(tmp_path, capsys):
     result = evaluate_concepts(lm, sae, store, "s", n_stories=12, max_length=200)
     assert result["concepts"] == len(CONCEPTS) == len(result["per_concept"])
     assert 0 <= result["mean_best_f1"] <= 1 and 0 <= result["neuron_mean_best_f1"] <= 1
+    assert 0 <= result["probe_mean_best_f1"] <= 1
     assert result["label_source"] == "eval"
     for p in result["per_concept"]:
         assert 0 <= p["f1"] <= 1 and 0 <= p["neuron_f1"] <= 1 and 0 <= p["feature"] < WIDTH
