@@ -4,7 +4,7 @@ The minimal loop is the plain "textbook" step (dense encode, top-k, scatter, den
 renormalise the decoder) with nothing else: no data pipeline, no metrics, no dead-latent tracking.
 Ratios above 1 mean our trainer, with all of that, is faster than the bare loop.
 
-    python benchmarks/sae_train.py [--d 256] [--steps 24] [--threads 2]
+    python benchmarks/sae_train.py [--d 192] [--steps 24] [--threads 2]
 
 The last stdout line is one JSON object.
 """
@@ -85,7 +85,7 @@ def _sync(device: torch.device) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--d", type=int, default=256, help="activation width (the demo model's d_model)")
+    parser.add_argument("--d", type=int, default=192, help="activation width (the demo model's d_model)")
     parser.add_argument("--expansion", type=int, default=16)
     parser.add_argument("--k", type=int, default=32)
     parser.add_argument("--batch", type=int, default=4096)

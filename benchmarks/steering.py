@@ -2,8 +2,8 @@
 
     python benchmarks/steering.py [--store S --sae NAME] [--tokens 40] [--repeats 7]
 
-Uses the demo model (or, before it exists, a random model of the same size) with a random TopK SAE (the demo
-pipeline's architecture and width) unless --store/--sae name a trained one. Times, per generated token (a
+Uses the demo model with a random TopK SAE (the demo pipeline's architecture and width) unless --store/--sae
+name a trained one. Times, per generated token (a
 continuation can end early at EOS): plain `generate`, and the steered generation `steer` runs (generate with
 SAESteering, then feature_trace for the per-token activations) for add and clamp; and the price of `steer`
 running baseline, steered and prompt baseline as three calls instead of one batch of 3.
@@ -22,29 +22,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from microw_core.model import DEMO_MODEL_DIR, LanguageModel, generate, load_model  # noqa: E402
+from microw_core.model import generate, load_model  # noqa: E402
 from microw_core.sae import SAEConfig, build_sae, load_sae  # noqa: E402
 from microw_core.steering import (FeatureEdit, SAESteering, SteeringScales, concept_prompt,  # noqa: E402
                                   feature_trace)
 from microw_core.store import Store  # noqa: E402
 
 PROMPT = "One day Tom"
-
-
-def demo_sized_model() -> LanguageModel:
-    """The demo model, or a random Llama of its size (hidden 256, 4 layers, vocab 2048) before it is trained."""
-    if (DEMO_MODEL_DIR / "config.json").exists():
-        return load_model("demo", device="cpu")
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-    from tiny_models import char_tokenizer
-
-    torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=2048, hidden_size=256, intermediate_size=688, num_hidden_layers=4,
-                         num_attention_heads=4, num_key_value_heads=4, tie_word_embeddings=True,
-                         bos_token_id=1, eos_token_id=2, pad_token_id=0)
-    return LanguageModel(LlamaForCausalLM(config), char_tokenizer(), "random-demo-size")
 
 
 def per_token(lm: LanguageModel, sae, hook: SAESteering | None, tokens: int) -> float:
@@ -81,7 +65,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=7)
     args = parser.parse_args()
     torch.set_grad_enabled(False)
-    lm = demo_sized_model()
+    lm = load_model("demo", device="cpu")
     if args.sae:
         sae = load_sae(Store(args.store), args.sae)
     else:
