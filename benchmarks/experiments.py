@@ -1,6 +1,6 @@
 """The demo's measured results for the user guide: writes the results section of docs/experiments.md.
 
-    python benchmarks/experiments.py [--store DIR] [--out FILE] [--smoke]
+    python benchmarks/experiments.py [--store DIR] [--out FILE] [--smoke] [--render RESULTS.json]
 
 On the demo model: capture 600k tokens of resid_post.2; train a TopK SAE (k = 32, 16 x d_model = 3,072
 features, 2M tokens), then TopK k = 16 and 64 and BatchTopK k = 32 in one more pass; compute the feature cards of
@@ -172,18 +172,19 @@ def results_markdown(r: dict) -> str:
     lines += [
         "",
         f"**Concept recovery** (`{r['main_sae']}`, layer `{c['layer']}`): mean best F1 **{c['mean_best_f1']:.3f}** "
-        f"for SAE features against {c['neuron_mean_best_f1']:.3f} for single neurons; **{c['recovered']} of "
+        f"for SAE features against {c['neuron_mean_best_f1']:.3f} for single neurons and "
+        f"{c['probe_mean_best_f1']:.3f} for a logistic probe on the whole layer; **{c['recovered']} of "
         f"{c['concepts']}** concepts recovered at F1 ≥ {c['recovered_at']} (neurons: {c['neuron_recovered']}). "
         f"The best feature's automatic label names the concept for {c['labels_name_concept']} of {c['concepts']} "
         "concepts.",
         "",
-        "| Concept | Kind | Best feature | F1 | Precision | Recall | Best neuron F1 | Automatic label |",
-        "|---|---|---|---|---|---|---|---|",
+        "| Concept | Kind | Best feature | F1 | Precision | Recall | Best neuron F1 | Probe F1 | Automatic label |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for p in c["per_concept"]:
         label = p["label"].replace("|", "\\|") or "(none)"
         lines.append(f"| {p['concept']} | {p['kind']} | {p['feature']} | {p['f1']:.2f} | {p['precision']:.2f} | "
-                     f"{p['recall']:.2f} | {p['neuron_f1']:.2f} | {label} |")
+                     f"{p['recall']:.2f} | {p['neuron_f1']:.2f} | {p['probe_f1']:.2f} | {label} |")
     lines += [
         "",
         f"**Steering** (`{r['main_sae']}`, add, strengths in units of the feature's maximum activation, "
@@ -215,7 +216,12 @@ def main() -> None:
     parser.add_argument("--store", default=None, help="store folder to keep the runs and SAEs (default: temporary)")
     parser.add_argument("--out", default=str(PAGE), help="page to write (default: docs/experiments.md)")
     parser.add_argument("--smoke", action="store_true", help="tiny budgets: checks that the script runs")
+    parser.add_argument("--render", metavar="JSON", help="write the page from a saved last line, measuring nothing")
     args = parser.parse_args()
+    if args.render:
+        results = json.loads(Path(args.render).read_text(encoding="utf-8").strip().splitlines()[-1])
+        write_page(results, Path(args.out))
+        return
     budget = SMOKE if args.smoke else Budget()
 
     def log(message: str) -> None:

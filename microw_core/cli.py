@@ -255,8 +255,9 @@ def cmd_eval_concepts(args: argparse.Namespace) -> dict[str, Any]:
     if not args.json:
         for p in result["per_concept"]:
             print(f"{p['concept']:<16} F1 {p['f1']:.3f} (feature {p['feature']:>5}, '{p['label']}')  "
-                  f"neuron F1 {p['neuron_f1']:.3f}")
-        print(f"mean best F1 {result['mean_best_f1']:.3f} (neurons {result['neuron_mean_best_f1']:.3f}); "
+                  f"neuron F1 {p['neuron_f1']:.3f}  probe F1 {p['probe_f1']:.3f}")
+        print(f"mean best F1 {result['mean_best_f1']:.3f} (neurons {result['neuron_mean_best_f1']:.3f}, "
+              f"whole-layer probe {result['probe_mean_best_f1']:.3f}); "
               f"{result['recovered']}/{result['concepts']} concepts with F1 >= {result['recovered_at']}")
     return result
 
