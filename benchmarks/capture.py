@@ -34,7 +34,7 @@ import torch
 from microw_core.capture import CaptureConfig, _pad, _sorted_batches, capture
 from microw_core.datasets import iter_windows
 from microw_core.demo.corpus import generate_stories
-from microw_core.model import DEMO_MODEL_DIR, LanguageModel, load_model
+from microw_core.model import LanguageModel, load_model
 from microw_core.store import Store
 
 
@@ -43,26 +43,6 @@ def log(msg: str) -> None:
 
 
 # ----- models ----------------------------------------------------------------------------------------
-
-
-def demo_model_folder(work: Path) -> tuple[str, str]:
-    """The demo model's folder, or a random-init stand-in of its size (saved, so children load it too)."""
-    if (DEMO_MODEL_DIR / "config.json").exists():
-        return "demo", "demo model (microw_core/demo/model)"
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    from microw_core.demo.train import train_tokenizer
-
-    folder = work / "demo-standin"
-    tokenizer = train_tokenizer([s.text for s in generate_stories(2000, "train", seed=1)], 2048, folder)
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=192, intermediate_size=512, num_hidden_layers=4,
-                         num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=1024,
-                         tie_word_embeddings=True, bos_token_id=tokenizer.bos_token_id,
-                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
-    torch.manual_seed(0)
-    LlamaForCausalLM(config).save_pretrained(folder)
-    return str(folder), ("random-init stand-in for the demo model (microw_core/demo/model does not exist yet): "
-                         "Llama, 4 layers, d_model 192, BPE vocab 2048 trained on the demo corpus")
 
 
 def gpt2_small(tokenizer) -> LanguageModel:
@@ -210,8 +190,7 @@ def run_all(args: argparse.Namespace, work: Path) -> None:
     started = time.perf_counter()
     log(f"machine: {os.cpu_count()} CPUs, torch {torch.__version__}, {torch.get_num_threads()} torch threads, "
         f"cuda={torch.cuda.is_available()}, load average {os.getloadavg()[0]:.1f}")
-    model, description = demo_model_folder(work)
-    log(f"demo model: {description}")
+    model = "demo"
     # Memory first, while this process is small: Linux carries a parent's peak RSS into a child's ru_maxrss.
     big, small = (args.big_tokens, args.small_tokens) if not args.quick else (100_000, 10_000)
     log(f"\n[memory] capturing resid_post.0 of the demo model, {small} and {big} tokens, fresh process each")
@@ -244,7 +223,7 @@ def run_all(args: argparse.Namespace, work: Path) -> None:
     load = os.getloadavg()[0]
     log(f"\nchecks: {checks}; total {time.perf_counter() - started:.0f}s; load average now {load:.1f}")
     print(json.dumps({
-        "model": description, "torch_threads": torch.get_num_threads(), "load_average": round(load, 1),
+        "model": "demo", "torch_threads": torch.get_num_threads(), "load_average": round(load, 1),
         "demo": results["demo"]["ratios"], "gpt2_small": results["gpt2_small"]["ratios"],
         "demo_forward_tokens_per_s": results["demo"]["forward_tokens_per_s"],
         "gpt2_small_forward_tokens_per_s": results["gpt2_small"]["forward_tokens_per_s"],

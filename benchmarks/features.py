@@ -10,8 +10,7 @@ neighbours, labels and writing the files. Rounds interleave baseline and pass af
 so load from other jobs hits both alike; medians are reported. The CPU-time ratio (process
 time, this process only) is steadier than wall clock on a machine shared with other jobs.
 
-Model: the demo model, or a random-init stand-in of its size while it does not exist. SAE: a
-trained one from a store (--store/--sae), else a random TopK SAE (k=32) on the middle layer.
+Model: the demo model. SAE: a trained one from a store (--store/--sae), else a random TopK SAE (k=32) on the middle layer.
 The last stdout line is one JSON object with every figure.
 """
 
@@ -21,15 +20,11 @@ import argparse
 import json
 import shutil
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
-
-sys.path.insert(0, str(Path(__file__).parent))
-from capture import demo_model_folder  # noqa: E402  (benchmarks/capture.py: demo model or its stand-in)
 
 from microw_core.demo.corpus import generate_stories  # noqa: E402
 from microw_core.features import FeatureConfig, compute_features, iter_feature_batches  # noqa: E402
@@ -85,7 +80,7 @@ def run(args: argparse.Namespace, work: Path) -> None:
         lm = load_model(sae.cfg.model or "demo", device=args.device, dtype="float32")
         model_note = f"{sae.cfg.model} with trained SAE '{args.sae}'"
     else:
-        name, model_note = demo_model_folder(work)
+        name, model_note = "demo", "demo model"
         lm = load_model(name, device=args.device, dtype="float32")
         torch.manual_seed(0)
         sae = build_sae(SAEConfig(arch="topk", d_in=lm.d_model, width=args.width or 16 * lm.d_model, k=32,

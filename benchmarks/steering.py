@@ -22,7 +22,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from microw_core.model import generate, load_model  # noqa: E402
+from microw_core.model import LanguageModel, generate, load_model  # noqa: E402
 from microw_core.sae import SAEConfig, build_sae, load_sae  # noqa: E402
 from microw_core.steering import (FeatureEdit, SAESteering, SteeringScales, concept_prompt,  # noqa: E402
                                   feature_trace)

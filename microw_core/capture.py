@@ -24,7 +24,7 @@ from .errors import InvalidInputError, StoreError
 from .hooks import Detector, HookContext, StopForward
 from .layers import layer_aliases, resolve_layer
 from .model import LanguageModel
-from .store import FileRecord, Store, safe_name
+from .store import Store, safe_name
 
 STORAGE_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 DEMO_DEFAULT_TOKENS = 200_000  # the demo corpus is endless
