@@ -36,7 +36,7 @@ from microw_core.datasets import DatasetSpec  # noqa: E402
 from microw_core.features import FeatureConfig, compute_features  # noqa: E402
 from microw_core.sae import TrainConfig  # noqa: E402
 from microw_core.sae.pipeline import train_saes  # noqa: E402
-from microw_core.steering import SteeringEvalConfig, evaluate_steering  # noqa: E402
+from microw_core.steering import DEFAULT_STRENGTHS, SteeringEvalConfig, evaluate_steering  # noqa: E402
 from microw_core.store import Store  # noqa: E402
 
 PAGE = Path(__file__).resolve().parent.parent / "docs" / "experiments.md"
@@ -54,8 +54,8 @@ class Budget:
     batch_size: int = 4096
     feature_tokens: int = 200_000
     concept_stories: int = 2000
-    steering_samples: int = 4
-    steering_strengths: tuple[float, ...] = (0.0, 1.0, 1.5, 2.0, 3.0)  # beyond ~3 the demo's text breaks down
+    steering_samples: int = 8
+    steering_strengths: tuple[float, ...] = DEFAULT_STRENGTHS
     steering_topics: tuple[str, ...] | None = None  # None: all 16
     steering_tokens: int = 40
     steering_stories: int = 20       # validation stories per topic for finding its feature
@@ -187,11 +187,13 @@ def results_markdown(r: dict) -> str:
                      f"{p['recall']:.2f} | {p['neuron_f1']:.2f} | {p['probe_f1']:.2f} | {label} |")
     lines += [
         "",
-        f"**Steering** (`{r['main_sae']}`, add, strengths in units of the feature's maximum activation, "
+        f"**Steering** (`{r['main_sae']}`: each topic's {st['config']['features_per_topic']} best features, "
+        f"{st['config']['method']}, strengths in units of each feature's maximum activation, "
         f"{st['config']['samples']} samples x 6 neutral prompts per strength): **{st['succeeded']} of "
         f"{st['topics']}** topics steered successfully; mean on-topic rate {pct(st['mean_success'])} at the best "
         f"strength against {pct(st['mean_baseline'])} unsteered and {pct(st['mean_prompt_success'])} with the "
-        f"prompt-only baseline; mean perplexity ratio at the best strength {st['mean_ppl_ratio']:.2f}.",
+        f"prompt-only baseline; mean perplexity ratio at the best strength {st['mean_ppl_ratio']:.2f}; the "
+        f"features' activation rises monotonically with strength for {st['monotonic']} of {st['topics']} topics.",
         "",
         "| Topic | Feature | Unsteered | Best strength | Steered | Perplexity ratio | Prompt only | Success |",
         "|---|---|---|---|---|---|---|---|",

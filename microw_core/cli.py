@@ -295,12 +295,13 @@ def cmd_eval_steering(args: argparse.Namespace) -> dict[str, Any]:
     from .steering import SteeringEvalConfig, evaluate_steering
 
     store, lm, sae = _load_sae(args)
-    config = SteeringEvalConfig(method=args.method, unit=args.unit, max_new_tokens=args.max_new_tokens,
-                                temperature=args.temperature, samples=args.samples, seed=args.seed,
-                                batch_size=args.batch_size, stories_per_topic=args.stories_per_topic)
+    options = ("method", "unit", "features_per_topic", "samples", "stories_per_topic", "max_new_tokens",
+               "temperature", "seed", "batch_size")
+    config = SteeringEvalConfig(**{k: getattr(args, k) for k in options if getattr(args, k) is not None})
+    strengths = {"strengths": args.strengths} if args.strengths else {}
     update, close = _progress_bar(100, unit="%")
     try:
-        result = evaluate_steering(lm, sae, store, args.sae, strengths=args.strengths, config=config,
+        result = evaluate_steering(lm, sae, store, args.sae, config=config, **strengths,
                                    topics=args.topics, progress=lambda fraction, message: update(int(100 * fraction)))
     finally:
         close()
@@ -448,17 +449,19 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("steering", cmd_eval_steering, "Steer the demo model towards each topic over a sweep of strengths.",
                 parent=evals)
     _sae_args(p)
-    p.add_argument("--strengths", type=float, nargs="+", default=[0.0, 1.0, 1.5, 2.0, 3.0],
-                   help="in units of each feature's maximum activation")
-    p.add_argument("--method", default="add", choices=["add", "clamp"])
-    p.add_argument("--unit", default="max_activation", choices=["max_activation", "median_norm", "raw"])
+    # Unset options (None) take SteeringEvalConfig's defaults: one place for them.
+    p.add_argument("--strengths", type=float, nargs="+", default=None,
+                   help="in units of each feature's maximum activation (default: 0 to 1)")
+    p.add_argument("--method", default=None, choices=["add", "clamp"], help="default: clamp")
+    p.add_argument("--unit", default=None, choices=["max_activation", "median_norm", "raw"])
     p.add_argument("--topics", nargs="+", default=None, help="demo topics (default: all)")
-    p.add_argument("--samples", type=int, default=4, help="continuations per neutral prompt and strength")
-    p.add_argument("--stories-per-topic", type=int, default=20, help="validation stories for finding topic features")
-    p.add_argument("--max-new-tokens", type=int, default=40)
-    p.add_argument("--temperature", type=float, default=1.0)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--features-per-topic", type=int, default=None, help="the topic's best features, steered together")
+    p.add_argument("--samples", type=int, default=None, help="continuations per neutral prompt and strength")
+    p.add_argument("--stories-per-topic", type=int, default=None, help="validation stories for finding topic features")
+    p.add_argument("--max-new-tokens", type=int, default=None)
+    p.add_argument("--temperature", type=float, default=None)
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--batch-size", type=int, default=None)
 
     p = sub.add_parser("dataset", help="The demo corpus: export labelled stories, list planted concepts.",
                        description="The demo corpus: export labelled stories, list planted concepts.")

@@ -615,23 +615,24 @@ def _safetensors_metadata(data: bytes) -> dict:
 # ----- evaluation on the demo ------------------------------------------------------------------------------------
 
 
-DEFAULT_STRENGTHS = (0.0, 1.0, 1.5, 2.0, 3.0)  # in max-activation units; beyond ~3 the demo's text breaks down
+# In units of each feature's maximum activation; from about 0.7 up the demo's text starts to break down.
+DEFAULT_STRENGTHS = (0.0, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 1.0)
 
 
 @dataclass
 class SteeringEvalConfig:
     """How `evaluate_steering` sweeps: neutral prompts x samples per strength, batched generations."""
 
-    method: str = "add"
+    method: str = "clamp"           # clamp steadies the feature where it already fires: less damage than add
     unit: str = "max_activation"
     positions: str = "all"
     max_new_tokens: int = 40
     temperature: float = 1.0        # sampled, so rates are not 0/1 per prompt
-    samples: int = 4                # continuations per neutral prompt and strength
+    samples: int = 8                # continuations per neutral prompt and strength
     seed: int = 0
     batch_size: int = 256
     stories_per_topic: int = 20     # validation stories per topic for finding topic features
-    features_per_topic: int = 1     # steer a topic's best n features together, each at the strength
+    features_per_topic: int = 5     # steer a topic's best n features together, each at the strength
     success_rate: float = 0.7       # a topic succeeds when its best strength reaches this ...
     max_baseline_rate: float = 0.15  # ... while the unsteered rate is at most this ...
     max_ppl_ratio: float = 2.0      # ... and perplexity is at most this multiple of the unsteered one

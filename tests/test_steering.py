@@ -10,7 +10,7 @@ from microw_core.errors import InvalidInputError, ShapeMismatchError, StoreCorru
 from microw_core.hooks import ActivationRecorder, FunctionController, OutputRecorder
 from microw_core.model import generate
 from microw_core.sae import SAEConfig, build_sae, save_sae
-from microw_core.steering import (FeatureEdit, FeatureEncoder, SAESteering, compare, feature_trace, SteeringConfig, SteeringEvalConfig, SteeringScales,
+from microw_core.steering import (DEFAULT_STRENGTHS, FeatureEdit, FeatureEncoder, SAESteering, compare, feature_trace, SteeringConfig, SteeringEvalConfig, SteeringScales,
                                   caa_vector, control_hook, evaluate_steering, layer_mean, list_vectors, load_vector,
                                   save_vector, steer, steering_scales)
 from microw_core.store import Store
@@ -341,7 +341,7 @@ def test_cli_steer(tmp_path, capsys):
                  "--max-new-tokens", "3", "--stories-per-topic", "1", "--unit", "raw", "--json"]) == 0
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert {"topics", "succeeded", "mean_success", "mean_baseline", "mean_ppl_ratio", "per_topic"} <= set(out)
-    assert out["topics"] == 1 and len(out["per_topic"]["ocean"]["success"]) == 6
+    assert out["topics"] == 1 and len(out["per_topic"]["ocean"]["success"]) == len(DEFAULT_STRENGTHS)
 
 
 @pytest.mark.parametrize("arch", ["relu", "topk", "batchtopk", "jumprelu"])
