@@ -9,19 +9,12 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
-from pathlib import Path
 
 import pytest
+from app_server import CHROMIUM, ROOT, app_server, browser_page
 
-ROOT = Path(__file__).resolve().parent.parent
 IMAGES = ROOT / "docs" / "images"
-CHROMIUM = shutil.which("chromium")
 MODEL = os.environ.get("MICROW_BROWSER_MODEL", "demo")
 DEMO_READY = (ROOT / "microw_core" / "demo" / "model" / "config.json").exists()
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
@@ -41,61 +34,21 @@ def requirements():
         pytest.skip(MISSING)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(requirements, tmp_path_factory):
     """The app on a free loopback port with an empty store; yields its URL and the folder of its logs."""
-    store = tmp_path_factory.mktemp("browser") / "store"
-    port = free_port()
-    log = open(store.parent / "streamlit.log", "w")
-    env = {**os.environ, "MICROW_STORE": str(store), "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port), "--server.headless", "true",
-         "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none",
-         "--runner.postScriptGC", "false"],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                urllib.request.urlopen(f"{url}/_stcore/health", timeout=2)
-                break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"streamlit did not start: {(store.parent / 'streamlit.log').read_text()}")
-                time.sleep(0.3)
-        yield {"url": url, "folder": store.parent}
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
+    folder = tmp_path_factory.mktemp("browser")
+    with app_server(folder / "store", folder / "streamlit.log") as url:
+        yield {"url": url, "folder": folder}
 
 
 @pytest.fixture(scope="module")
 def page(server):
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
-            "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        page.set_default_timeout(30_000)
-        page.goto(server["url"])
-        page.get_by_role("heading", name="microw", level=1).wait_for(timeout=LONG)  # first run imports torch
+    with browser_page(server["url"], LONG) as page:
         try:
             yield page
         finally:
             page.screenshot(path=str(server["folder"] / "last-page.png"), full_page=True)  # for failures
-            browser.close()
 
 
 def settle(page) -> None:
