@@ -25,7 +25,7 @@ def home() -> None:
     st.caption(
         f"Captures {budget.capture_tokens:,} tokens of layer `{budget.layer}` of the demo model on the demo corpus, "
         f"trains a top-k SAE ({budget.width} features, k={budget.k}) and computes feature cards over "
-        f"{budget.feature_tokens:,} tokens. About 3 minutes on two CPU cores."
+        f"{budget.feature_tokens:,} tokens. About 2 minutes on two CPU cores."
     )
     running = [j for j in ui.jobs.list_jobs(store, "pipeline") if j["status"] in ui.jobs.ACTIVE]
     if st.button("Run the demo pipeline", type="primary", disabled=bool(running)):

@@ -21,7 +21,7 @@ import re
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -30,12 +30,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from microw_core import load_model  # noqa: E402
-from microw_core.capture import CaptureConfig, capture  # noqa: E402
 from microw_core.concepts import evaluate_concepts  # noqa: E402
-from microw_core.datasets import DatasetSpec  # noqa: E402
-from microw_core.features import FeatureConfig, compute_features  # noqa: E402
-from microw_core.sae import TrainConfig  # noqa: E402
-from microw_core.sae.pipeline import train_saes  # noqa: E402
+from microw_core.pipeline import DemoBudget, run_demo_pipeline  # noqa: E402
+from microw_core.sae import TrainConfig, load_sae, train_saes  # noqa: E402
 from microw_core.steering import DEFAULT_STRENGTHS, SteeringEvalConfig, evaluate_steering  # noqa: E402
 from microw_core.store import Store  # noqa: E402
 
@@ -46,13 +43,8 @@ LAYER = "resid_post.2"
 
 @dataclass
 class Budget:
-    capture_tokens: int = 600_000
-    width: int | None = None                     # None: 16 x d_model (3,072 on the demo)
-    main: tuple[str, int] = ("topk", 32)         # the acceptance SAE: feature cards, concepts, steering
+    demo: DemoBudget = field(default_factory=DemoBudget)  # the app's one-click pipeline: capture, SAE, cards
     sweep: tuple[tuple[str, int], ...] = (("topk", 16), ("topk", 64), ("batchtopk", 32))  # one more pass
-    train_tokens: int = 2_000_000
-    batch_size: int = 4096
-    feature_tokens: int = 200_000
     concept_stories: int = 2000
     steering_samples: int = 8
     steering_strengths: tuple[float, ...] = DEFAULT_STRENGTHS
@@ -61,61 +53,51 @@ class Budget:
     steering_stories: int = 20       # validation stories per topic for finding its feature
 
 
-SMOKE = Budget(capture_tokens=10_000, width=256, main=("topk", 16), sweep=(("topk", 8),), train_tokens=40_000,
-               batch_size=1024, feature_tokens=5_000, concept_stories=20, steering_samples=1,
-               steering_strengths=(0.0, 4.0), steering_topics=("ocean",), steering_tokens=10, steering_stories=3)
+SMOKE = Budget(demo=DemoBudget(capture_tokens=10_000, width=256, k=16, train_tokens=40_000, batch_size=1024,
+                               feature_tokens=5_000),
+               sweep=(("topk", 8),), concept_stories=20, steering_samples=1, steering_strengths=(0.0, 1.0),
+               steering_topics=("ocean",), steering_tokens=10, steering_stories=3)
+
+METRICS = ("explained_variance", "l0", "dead_fraction", "dense_fraction", "ce_loss_recovered", "kl", "shrinkage",
+           "heldout_tokens", "seconds", "tokens_per_s")
 
 
 def measure(store: Store, budget: Budget, log) -> dict:
     lm = load_model("demo")
-    seconds: dict[str, float] = {}
+    demo = budget.demo
+    pipeline = run_demo_pipeline(store, budget=demo, lm=lm)
+    seconds = {"pipeline": pipeline["seconds"]["total"]}
+    run, main_name = pipeline["run"], pipeline["sae"]
+    log(f"demo pipeline in {seconds['pipeline']:.0f} s: {pipeline['seconds']}")
+    main_sae = load_sae(store, main_name, device=str(lm.device))
 
+    configs = [TrainConfig(arch=arch, width=demo.width, k=k, tokens=demo.train_tokens, batch_size=demo.batch_size)
+               for arch, k in budget.sweep]
     start = time.perf_counter()
-    captured = capture(lm, "demo", CaptureConfig(layers=[LAYER], max_tokens=budget.capture_tokens, sort_window=8),
-                       store, run="experiments")
-    seconds["capture"] = time.perf_counter() - start
-    log(f"captured {captured['tokens']:,} tokens in {seconds['capture']:.0f} s")
-
-    def train(sweep: tuple[tuple[str, int], ...]) -> tuple[list, float]:
-        configs = [TrainConfig(arch=arch, width=budget.width, k=k, tokens=budget.train_tokens,
-                               batch_size=budget.batch_size) for arch, k in sweep]
-        names = [f"experiments-{arch}-k{k}" for arch, k in sweep]
-        start = time.perf_counter()
-        return train_saes(store, "experiments", LAYER, configs, names=names, lm=lm), time.perf_counter() - start
-
-    # The main SAE alone, so its training time is its own; the rest of the sweep in one more pass.
-    (main,), seconds["train"] = train([budget.main])
-    log(f"trained {main.name} in {main.metrics['seconds']:.0f} s (+ {main.metrics['eval_seconds']:.0f} s evaluation)")
-    others, seconds["sweep"] = train(budget.sweep)
+    others = train_saes(store, run, demo.layer, configs, names=[f"{run}-{a}-k{k}" for a, k in budget.sweep], lm=lm)
+    seconds["sweep"] = time.perf_counter() - start
     log(f"trained {len(others)} more SAEs in one pass in {seconds['sweep']:.0f} s")
-    saes = [{"name": r.name, "arch": r.sae.cfg.arch, "k": r.sae.cfg.k, "width": r.sae.cfg.width,
-             **{key: r.metrics.get(key) for key in ("explained_variance", "l0", "dead_fraction", "dense_fraction",
-                                                    "ce_loss_recovered", "kl", "shrinkage", "heldout_tokens",
-                                                    "seconds", "tokens_per_s")}}
-            for r in [main, *others]]
+    saes = [{"name": main_name, "arch": "topk", "k": demo.k, "width": demo.width,
+             **{key: pipeline["metrics"].get(key) for key in METRICS}}]
+    saes += [{"name": r.name, "arch": r.sae.cfg.arch, "k": r.sae.cfg.k, "width": r.sae.cfg.width,
+              **{key: r.metrics.get(key) for key in METRICS}} for r in others]
 
     start = time.perf_counter()
-    features = compute_features(lm, main.sae, DatasetSpec("demo", seed=1), store, main.name,
-                                FeatureConfig(max_tokens=budget.feature_tokens, sort_window=8))
-    seconds["features"] = time.perf_counter() - start
-    log(f"feature cards in {seconds['features']:.0f} s")
-
-    start = time.perf_counter()
-    concepts = evaluate_concepts(lm, main.sae, store, main.name, n_stories=budget.concept_stories)
+    concepts = evaluate_concepts(lm, main_sae, store, main_name, n_stories=budget.concept_stories)
     seconds["concepts"] = time.perf_counter() - start
     log(f"concept evaluation in {seconds['concepts']:.0f} s")
 
     start = time.perf_counter()
     config = SteeringEvalConfig(samples=budget.steering_samples, max_new_tokens=budget.steering_tokens,
                                 stories_per_topic=budget.steering_stories)
-    steering = evaluate_steering(lm, main.sae, store, main.name, strengths=budget.steering_strengths, config=config,
-                                 topics=budget.steering_topics)
+    steering = evaluate_steering(lm, main_sae, store, main_name, strengths=budget.steering_strengths,
+                                 config=config, topics=budget.steering_topics)
     seconds["steering"] = time.perf_counter() - start
     log(f"steering evaluation in {seconds['steering']:.0f} s")
 
     return {
-        "budget": budget.__dict__, "captured": captured, "saes": saes, "main_sae": main.name,
-        "features": features, "concepts": concepts, "steering": steering, "seconds": seconds,
+        "budget": asdict(budget), "pipeline": pipeline, "saes": saes, "main_sae": main_name,
+        "concepts": concepts, "steering": steering, "seconds": seconds,
         "machine": machine(), "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
     }
 
@@ -137,28 +119,34 @@ def num(value, digits: int = 3) -> str:
 
 
 def results_markdown(r: dict) -> str:
-    b, s, c, st = r["budget"], r["seconds"], r["concepts"], r["steering"]
-    main = r["saes"][0]
+    b, s, c, st = r["budget"]["demo"], r["seconds"], r["concepts"], r["steering"]
+    p = r["pipeline"]
+    stages, main = p["seconds"], r["saes"][0]
     total = sum(s.values())
     lines = [
         f"Measured on {r['date']} on {r['machine']}, by `python benchmarks/experiments.py` "
         f"({total / 60:.1f} minutes in all).",
         "",
-        "**Pipeline.**",
+        f"**The demo pipeline** (the app's one-click button, `run_demo_pipeline`): {stages['total']:.0f} s in all.",
         "",
         "| Step | Budget | Time | Speed |",
         "|---|---|---|---|",
-        f"| Capture `{LAYER}` | {r['captured']['tokens']:,} tokens | {s['capture']:.0f} s | "
-        f"{r['captured']['tokens_per_s']:,.0f} tokens/s |",
-        f"| Train `{r['main_sae']}` | {b['train_tokens']:,} tokens | {main['seconds']:.0f} s training, "
-        f"{s['train']:.0f} s with evaluation | {main['tokens_per_s']:,.0f} tokens/s |",
-        f"| Train {len(r['saes']) - 1} more SAEs in one pass | {b['train_tokens']:,} tokens each | {s['sweep']:.0f} s | "
-        f"{(len(r['saes']) - 1) * b['train_tokens'] / max(s['sweep'], 1e-9):,.0f} SAE-tokens/s (with evaluation) |",
-        f"| Feature cards of `{r['main_sae']}` | {r['features']['tokens']:,} tokens | {s['features']:.0f} s | "
-        f"{r['features']['tokens_per_s']:,.0f} tokens/s; {r['features']['alive']:,} of "
-        f"{r['features']['features']:,} features fired |",
-        f"| Concept recovery | {c['stories']:,} test stories ({c['tokens']:,} tokens) | {s['concepts']:.0f} s | |",
-        f"| Steering | {st['topics']} topic(s) x {len(st['strengths'])} strengths | {s['steering']:.0f} s | |",
+        f"| Capture `{b['layer']}` | {p['tokens']:,} tokens | {stages['capture']:.0f} s | "
+        f"{p['tokens'] / max(stages['capture'], 1e-9):,.0f} tokens/s |",
+        f"| Train `{r['main_sae']}` (TopK, {b['width']:,} features, k = {b['k']}) | {b['train_tokens']:,} tokens | "
+        f"{main['seconds']:.0f} s training, {stages['train']:.0f} s with evaluation | "
+        f"{main['tokens_per_s']:,.0f} tokens/s |",
+        f"| Feature cards | {p['features']['tokens']:,} tokens | {stages['features']:.0f} s | "
+        f"{p['features']['tokens_per_s']:,.0f} tokens/s; {p['features']['alive']:,} of "
+        f"{p['features']['features']:,} features fired |",
+        "",
+        "**Then:**",
+        "",
+        "| Step | Budget | Time |",
+        "|---|---|---|",
+        f"| Train {len(r['saes']) - 1} more SAEs in one pass | {b['train_tokens']:,} tokens each | {s['sweep']:.0f} s |",
+        f"| Concept recovery | {c['stories']:,} test stories ({c['tokens']:,} tokens) | {s['concepts']:.0f} s |",
+        f"| Steering | {st['topics']} topic(s) x {len(st['strengths'])} strengths | {s['steering']:.0f} s |",
         "",
         "**SAEs** (held-out tokens; CE loss recovered and KL with the SAE spliced into the model):",
         "",
