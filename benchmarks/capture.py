@@ -206,14 +206,14 @@ def run_all(args: argparse.Namespace, work: Path) -> None:
 
     demo = load_model(model, device="cpu")
     rounds = 1 if args.quick else 4
-    stories = [s.text for s in generate_stories(60 if args.quick else 150, "train", seed=1)]
+    stories = [s.text for s in generate_stories(60 if args.quick else 1000, "train", seed=1)]
 
     log(f"\n[demo] d_model {demo.d_model}, {demo.n_layers} layers")
     results = {"demo": throughput(demo, stories, variants_for(demo), rounds, work)}
 
     gpt2 = gpt2_small(demo.tokenizer)
     log(f"\n[gpt2-small] random init, 12 layers, d_model 768, demo tokenizer (vocab {len(demo.tokenizer)})")
-    results["gpt2_small"] = throughput(gpt2, stories[:16], variants_for(gpt2), 1 if args.quick else 3, work)
+    results["gpt2_small"] = throughput(gpt2, stories[:64], variants_for(gpt2), 1 if args.quick else 3, work)
     del gpt2
 
     checks = {"one_layer_wall_ratio_ge_0.9": all(r["ratios"]["one"]["wall"] >= 0.9 for r in results.values()),

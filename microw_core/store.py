@@ -26,7 +26,6 @@ from typing import Any
 
 import torch
 from safetensors.torch import load as load_safetensors
-from safetensors.torch import save as save_safetensors
 
 from .errors import StoreCorruptError, StoreError
 
@@ -51,6 +50,30 @@ def safe_name(name: str) -> str:
 
 def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+_SAFETENSORS_DTYPES = {
+    torch.float64: "F64", torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16", torch.int64: "I64",
+    torch.int32: "I32", torch.int16: "I16", torch.int8: "I8", torch.uint8: "U8", torch.bool: "BOOL",
+}
+
+
+def safetensors_chunks(tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> list:
+    """The safetensors encoding of `tensors` as [header, raw bytes of each tensor] (CPU tensors)."""
+    header: dict[str, Any] = {"__metadata__": {k: str(v) for k, v in metadata.items()}} if metadata else {}
+    views, offset = [], 0
+    for name in sorted(tensors):
+        t = tensors[name].detach().cpu().contiguous()
+        if t.dtype not in _SAFETENSORS_DTYPES:
+            raise StoreError(f"Cannot store tensor '{name}' of dtype {t.dtype} in a safetensors file.")
+        view = t.reshape(-1).view(torch.uint8).numpy().data if t.numel() else b""
+        header[name] = {"dtype": _SAFETENSORS_DTYPES[t.dtype], "shape": list(t.shape),
+                        "data_offsets": [offset, offset + len(view)]}
+        views.append(view)
+        offset += len(view)
+    encoded = json.dumps(header, separators=(",", ":")).encode("utf-8")
+    encoded += b" " * (-len(encoded) % 8)  # the data starts 8-byte aligned
+    return [len(encoded).to_bytes(8, "little") + encoded, *views]
 
 
 @dataclass(frozen=True)
@@ -122,12 +145,19 @@ class Store:
 
     def write_bytes(self, relpath: str, data: bytes) -> FileRecord:
         """Atomically write `data`: readers see the old file or the new one, never a mix."""
+        return self.write_chunks(relpath, [data])
+
+    def write_chunks(self, relpath: str, chunks) -> FileRecord:
+        """`write_bytes` for data given as a sequence of buffers, hashed and written without joining them."""
         path = self._file(relpath)
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        digest, size = hashlib.sha256(), 0
         try:
             with os.fdopen(fd, "wb") as f:
-                f.write(data)
+                for chunk in chunks:
+                    digest.update(chunk)
+                    size += f.write(chunk)
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, path)
@@ -135,7 +165,7 @@ class Store:
             Path(tmp).unlink(missing_ok=True)
             raise
         _fsync_dir(path.parent)
-        return FileRecord(path=self.relpath(path), sha256=sha256_bytes(data), bytes=len(data))
+        return FileRecord(path=self.relpath(path), sha256=digest.hexdigest(), bytes=size)
 
     def read_bytes(self, relpath: str, sha256: str | None = None) -> bytes:
         """Read a file, verifying its checksum when one was recorded."""
@@ -183,10 +213,8 @@ class Store:
     def write_tensors(
         self, relpath: str, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None
     ) -> FileRecord:
-        # safetensors needs contiguous tensors that do not share memory.
-        tensors = {k: v.detach().contiguous() for k, v in tensors.items()}
-        meta = {k: str(v) for k, v in (metadata or {}).items()}
-        return self.write_bytes(relpath, save_safetensors(tensors, metadata=meta or None))
+        """A safetensors file, written straight from the tensors' memory (no serialised copy)."""
+        return self.write_chunks(relpath, safetensors_chunks(tensors, metadata))
 
     def read_tensors(self, relpath: str, sha256: str | None = None) -> dict[str, torch.Tensor]:
         data = self.read_bytes(relpath, sha256)
