@@ -29,9 +29,10 @@ chosen = st.multiselect("Concepts to steer", options, key="steer_concepts",
 extra = st.text_input("Other feature ids", key="steer_ids", placeholder="e.g. 12, 40",
                       help="Comma-separated feature ids without a name.")
 cols = st.columns(3)
-method = cols[0].selectbox("Method", METHODS, key="steer_method",
-                           help="add: add the feature's direction; clamp: hold the feature at a value; "
-                                "ablate: remove the given fraction of the feature (1 = off)")
+method = cols[0].selectbox("Method", METHODS, index=METHODS.index("clamp"), key="steer_method",
+                           help="clamp: hold the feature at a value; add: add the feature's direction; "
+                                "ablate: remove the given fraction of the feature (1 = off). On the demo, clamping "
+                                "at 0.3-0.7 of the maximum activation steers best before the text degrades.")
 unit = cols[1].selectbox("Strength unit", UNITS, key="steer_unit",
                          help="max_activation: multiples of the feature's largest activation seen; median_norm: "
                               "multiples of the layer's typical activation size; raw: as is")
@@ -47,11 +48,11 @@ features = list(dict.fromkeys(features))
 strengths = {}
 if features:
     st.markdown("**Strengths** (0 = off)")
-    limits = (0.0, 1.0, 1.0) if method == "ablate" else (-10.0, 10.0, 4.0)
+    limits = (0.0, 1.0, 1.0) if method == "ablate" else (-5.0, 5.0, 0.5)
     for feature in features:
         label = f"{names[feature]} (#{feature})" if feature in names else f"feature #{feature}"
         strengths[feature] = st.slider(label, limits[0], limits[1], limits[2],
-                                       step=0.25 if method != "ablate" else 0.05,
+                                       step=0.05,
                                        key=f"steer_strength_{feature}_{method}")
 
 with st.form("steer_form"):
