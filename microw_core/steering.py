@@ -242,7 +242,9 @@ class FeatureEncoder:
     """Activations of chosen SAE features, computing no more of the encoder than needed.
 
     ReLU, JumpReLU and BatchTopK (at inference a per-feature threshold) act on each feature alone, so only the
-    chosen encoder columns are used; TopK needs every pre-activation to know the k largest.
+    chosen encoder columns are used. TopK needs every pre-activation to know the k largest, but a chosen feature
+    whose pre-activation is not positive is off whatever the others do: the full encoder (a weight read as large
+    as a sizeable part of a small model) runs only at positions where one of them could be on.
     """
 
     ELEMENTWISE = ("relu", "jumprelu", "batchtopk")
@@ -252,23 +254,30 @@ class FeatureEncoder:
         self.elementwise = sae.cfg.arch in self.ELEMENTWISE
         self.k = None if self.elementwise else sae.cfg.k
         with torch.no_grad():
-            columns = self.features if self.elementwise else slice(None)
-            W = sae.W_enc.detach()[:, columns]
-            self.weight = W.t().contiguous()  # one addmm per call: pre = x @ W + (b_enc - b_dec @ W)
-            self.bias = sae.b_enc.detach()[columns] - sae.b_dec.detach() @ W
+            W = sae.W_enc.detach()
+            b = sae.b_enc.detach() - sae.b_dec.detach() @ W  # pre = x @ W + b, one addmm per call
+            self.sel_weight = W[:, self.features].t().contiguous()
+            self.sel_bias = b[self.features]
+            self.weight = None if self.elementwise else W.t().contiguous()
+            self.bias = None if self.elementwise else b
             threshold = getattr(sae, "threshold", None) if self.elementwise else None
-            self.threshold = None if threshold is None else threshold.detach()[columns]
-        self.features = self.features.to(self.weight.device)
+            self.threshold = None if threshold is None else threshold.detach()[self.features]
+        self.features = self.features.to(self.sel_weight.device)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """[..., len(features)] activations of x [..., d_in]."""
-        pre = torch.nn.functional.linear(x.to(self.weight.device, self.weight.dtype), self.weight, self.bias)
-        if not self.elementwise:  # TopK: a feature counts when its pre-activation is among the k largest
-            kth = pre.kthvalue(pre.shape[-1] - self.k + 1, dim=-1, keepdim=True).values
-            pre = pre[..., self.features]
-            return pre.relu() * (pre >= kth)
-        f = pre.relu()
-        return f if self.threshold is None else f * (pre > self.threshold)
+        x = x.to(self.sel_weight.device, self.sel_weight.dtype)
+        pre = torch.nn.functional.linear(x, self.sel_weight, self.sel_bias)
+        if self.elementwise:
+            f = pre.relu()
+            return f if self.threshold is None else f * (pre > self.threshold)
+        on = pre > 0
+        if not on.any():
+            return torch.zeros_like(pre)
+        # A feature counts when its pre-activation is among the k largest.
+        kth = torch.nn.functional.linear(x, self.weight, self.bias).kthvalue(self.weight.shape[0] - self.k + 1, dim=-1,
+                                                                            keepdim=True).values
+        return torch.where(on & (pre >= kth), pre, 0.0)
 
 
 class SAESteering(Controller):
