@@ -7,7 +7,7 @@ features, 2M tokens), then TopK k = 16 and 64 and BatchTopK k = 32 in one more p
 the k = 32 SAE; evaluate concept recovery against the planted labels (and single neurons) and steering towards every topic. Every figure on the
 page comes from the microw_core calls below. The text between `<!-- results:start -->` and
 `<!-- results:end -->` in docs/experiments.md is replaced (--out writes the page elsewhere); the last stdout
-line is a JSON object with every figure. About 15 minutes on two CPU cores; --smoke runs tiny budgets in about
+line is a JSON object with every figure. About 8 minutes on two idle CPU cores; --smoke runs tiny budgets in about
 a minute (for the test suite).
 """
 
