@@ -2,9 +2,10 @@
 
     python benchmarks/experiments.py [--store DIR] [--out FILE] [--smoke] [--render RESULTS.json]
 
-On the demo model: capture 600k tokens of resid_post.2; train a TopK SAE (k = 32, 16 x d_model = 3,072
-features, 2M tokens), then TopK k = 16 and 64 and BatchTopK k = 32 in one more pass; compute the feature cards of
-the k = 32 SAE; evaluate concept recovery against the planted labels (and single neurons) and steering towards every topic. Every figure on the
+On the demo model: the app's one-click pipeline (capture 600k tokens of resid_post.2; a TopK SAE with k = 32 and
+16 x d_model = 3,072 features trained on 2M tokens; its feature cards), then TopK k = 16 and 64 and BatchTopK
+k = 32 in one more pass; concept recovery against the planted labels (single neurons and a whole-layer probe as
+references) and steering towards every topic. Every figure on the
 page comes from the microw_core calls below. The text between `<!-- results:start -->` and
 `<!-- results:end -->` in docs/experiments.md is replaced (--out writes the page elsewhere); the last stdout
 line is a JSON object with every figure. About 8 minutes on two idle CPU cores; --smoke runs tiny budgets in about
