@@ -7,9 +7,11 @@
    built with capture's own batching) divided by the time of `capture()` end to end (reading the
    dataset, tokenizing, padding, copying rows, writing checksummed shards), in wall-clock and in
    CPU time. Rounds interleave the baseline and each capture variant, after a warm-up, so load
-   from other jobs hits both alike. Variants: one middle layer (early stop off: pure capture
-   overhead), several layers at once (early stop off), and resid_post.0 with early stop (the rest
-   of the model is skipped).
+   from other jobs hits both alike. Variants: one middle layer (early stop off: every block runs),
+   several layers at once (early stop off), and resid_post.0 with early stop (the rest of the
+   model is skipped). Capture never computes the KV cache or the logits it does not store, so
+   each variant is also compared with a forward that skips them too: that ratio is the cost of
+   capture's own work (hooks, copies, tokenizing, writing shards) alone.
 2. Memory: peak RSS (ru_maxrss from os.wait4 of a fresh child process) of capturing 2M vs 200k
    demo-corpus tokens into a temporary store. Flat memory means a ratio near 1.
 
@@ -68,12 +70,16 @@ def batches_of(lm: LanguageModel, texts: list[str], config: CaptureConfig) -> li
     return out
 
 
-def time_forward(lm: LanguageModel, batches) -> tuple[float, float]:
+# A forward that, like capture, computes no KV cache and only the last position's logits.
+NO_LOGITS = {"use_cache": False, "logits_to_keep": 1}
+
+
+def time_forward(lm: LanguageModel, batches, **options) -> tuple[float, float]:
     """(wall, CPU) seconds of plain forward passes; CPU time counts every thread of this process."""
     wall, cpu = time.perf_counter(), time.process_time()
     with torch.no_grad():
         for ids, mask in batches:
-            lm.model(input_ids=ids, attention_mask=mask)
+            lm.model(input_ids=ids, attention_mask=mask, **options)
     return time.perf_counter() - wall, time.process_time() - cpu
 
 
@@ -94,6 +100,8 @@ def throughput(lm: LanguageModel, texts: list[str], variants: dict[str, CaptureC
     capture tokens/s divided by forward tokens/s. cpu: the same with the CPU time of this process
     (all threads), which time taken by other jobs on the machine does not inflate; it counts the
     writer thread's work in full even where that overlaps the model on an idle core.
+    wall_no_logits: against a forward that skips what capture skips (KV cache, all but the last
+    position's logits): the cost of capture's own work alone.
     """
     dataset = work / f"{lm.name.replace('/', '_')}-texts.jsonl"
     dataset.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts), encoding="utf-8")
@@ -104,21 +112,24 @@ def throughput(lm: LanguageModel, texts: list[str], variants: dict[str, CaptureC
     time_forward(lm, batches[:2])
     time_capture(lm, str(dataset), CaptureConfig(layers=["resid_post.0"], max_tokens=500), store, "warmup")
     forward_wall: list[float] = []
-    pairs: dict[str, list[tuple[float, float]]] = {name: [] for name in variants}  # (wall, cpu) ratios
+    pairs: dict[str, list[tuple[float, float, float]]] = {name: [] for name in variants}  # ratios
     for r in range(rounds):
         for name, config in variants.items():
             base_wall, base_cpu = time_forward(lm, batches)
+            trunk_wall, _ = time_forward(lm, batches, **NO_LOGITS)
             wall, cpu, result = time_capture(lm, str(dataset), config, store, f"{name}-{r}")
             forward_wall.append(base_wall)
-            pairs[name].append((base_wall / wall, base_cpu / cpu))
+            pairs[name].append((base_wall / wall, base_cpu / cpu, trunk_wall / wall))
             log(f"  round {r + 1}: {name:<8} forward {base_wall:6.2f}s ({tokens / base_wall:6.0f} tok/s, cpu "
-                f"{base_cpu:5.2f}s)  capture {wall:6.2f}s (cpu {cpu:5.2f}s; {result['tokens']} tokens x "
-                f"{len(config.layers)} layers)  ratio {base_wall / wall:.3f} (cpu {base_cpu / cpu:.3f})")
-    ratios = {name: {"wall": round(statistics.median(w for w, _ in runs), 3),
-                     "cpu": round(statistics.median(c for _, c in runs), 3)}
+                f"{base_cpu:5.2f}s; no logits {trunk_wall:5.2f}s)  capture {wall:6.2f}s (cpu {cpu:5.2f}s; "
+                f"{result['tokens']} tokens x {len(config.layers)} layers)  ratio {base_wall / wall:.3f} "
+                f"(cpu {base_cpu / cpu:.3f}; vs no logits {trunk_wall / wall:.3f})")
+    ratios = {name: {key: round(statistics.median(run[i] for run in runs), 3)
+                     for i, key in enumerate(("wall", "cpu", "wall_no_logits"))}
               for name, runs in pairs.items()}
     for name, r in ratios.items():
-        log(f"  {name:<8} capture/forward speed (median of {rounds}): wall {r['wall']:.3f}, CPU time {r['cpu']:.3f}")
+        log(f"  {name:<8} capture/forward speed (median of {rounds}): wall {r['wall']:.3f}, CPU time {r['cpu']:.3f}, "
+            f"against a forward without logits {r['wall_no_logits']:.3f}")
     return {"ratios": ratios, "tokens_per_pass": tokens, "forward_tokens_per_s": round(tokens / statistics.median(forward_wall)),
             "layers": {name: config.layers for name, config in variants.items()}}
 

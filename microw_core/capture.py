@@ -8,6 +8,7 @@ the manifest is updated after each shard, so a killed capture resumes where its 
 
 from __future__ import annotations
 
+import inspect
 import itertools
 import queue
 import threading
@@ -85,7 +86,7 @@ class _Stop(Detector):
 
 
 def _stop_point(model, layers: list[str]) -> str | None:
-    """The hook point after which no captured layer is left to compute (None: run the whole model).
+    """The hook point after which no captured layer is left to compute (None: a layer outside the blocks).
 
     A layer inside block i (attn_out.i, mlp_out.i, a dotted submodule) stops at the block's output,
     so the order of submodules inside a block never matters.
@@ -107,6 +108,17 @@ def _stop_point(model, layers: list[str]) -> str | None:
                 return None
             points.append((float(inside[0]), f"resid_post.{inside[0]}"))
     return max(points)[1]
+
+
+def _hooks_only_options(model, logits_read: bool) -> dict:
+    """Forward options for a pass read only through its hooks: no KV cache, and, unless a hooked module
+    sees the logits, logits for the last position alone (the unembedding is a large share of a small
+    model's forward, e.g. 11% of the demo's)."""
+    params = inspect.signature(model.forward).parameters
+    options = {"use_cache": False} if "use_cache" in params else {}
+    if not logits_read and "logits_to_keep" in params:
+        options["logits_to_keep"] = 1
+    return options
 
 
 # ----- the capture ---------------------------------------------------------------------------
@@ -245,8 +257,9 @@ def capture(
     storage = STORAGE_DTYPES[config.dtype]
     collectors = [_RowCollector(layer, storage) for layer in config.layers]
     hooks: list[Detector] = list(collectors)
-    stop = _stop_point(lm.model, config.layers) if config.early_stop else None
-    if stop is not None:
+    stop = _stop_point(lm.model, config.layers)
+    options = _hooks_only_options(lm.model, logits_read=stop is None)
+    if stop is not None and config.early_stop:
         hooks.append(_Stop(stop))
     special = torch.tensor(sorted(lm.special_token_ids), dtype=torch.long, device=lm.device)
 
@@ -287,7 +300,7 @@ def capture(
                 for collector in collectors:
                     collector.keep, collector.rows = device_keep, None
                 try:
-                    lm.model(input_ids=ids.to(lm.device), attention_mask=mask.to(lm.device))
+                    lm.model(input_ids=ids.to(lm.device), attention_mask=mask.to(lm.device), **options)
                 except StopForward:
                     pass
                 for collector in collectors:

@@ -264,6 +264,22 @@ def test_early_stop_gives_same_activations_and_skips_deeper_blocks(llama, tmp_pa
         assert torch.equal(runs[True].load(layer), runs[False].load(layer))
 
 
+def test_unread_logits_are_skipped_but_a_captured_unembedding_is_whole(llama, tmp_path, dataset):
+    _, path = dataset
+    store = Store(tmp_path / "store")
+    logits = ActivationRecorder("lm_head")
+    with llama.hooks(logits):  # every block runs, but nothing captured reads the logits
+        capture(llama, str(path), CaptureConfig(layers=["resid_post.1"], early_stop=False), store, run="blocks")
+    assert logits.activations and all(a.shape[1] == 1 for a in logits.activations)  # last position only
+    capture(llama, str(path), CaptureConfig(layers=["lm_head"], max_length=MAX_LENGTH), store, run="logits")
+    run = open_run(store, "logits")
+    meta, acts = run.meta(), run.load("lm_head")
+    assert acts.shape == (run.tokens, llama.vocab_size)
+    for doc, text in enumerate(run.texts()[:5]):
+        ids, reference = direct(llama, text, ["lm_head"])
+        torch.testing.assert_close(acts[rows_of(meta, doc)], reference["lm_head"][1:].float(), rtol=0, atol=1e-5)
+
+
 def test_max_tokens_is_exact(llama, tmp_path, dataset):
     _, path = dataset
     store = Store(tmp_path / "store")
