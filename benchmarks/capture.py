@@ -33,7 +33,7 @@ from pathlib import Path
 
 import torch
 
-from microw_core.capture import CaptureConfig, _pad, _sorted_batches, capture
+from microw_core.capture import CaptureConfig, _hooks_only_options, _pad, _sorted_batches, capture
 from microw_core.datasets import iter_windows
 from microw_core.demo.corpus import generate_stories
 from microw_core.model import LanguageModel, load_model
@@ -68,10 +68,6 @@ def batches_of(lm: LanguageModel, texts: list[str], config: CaptureConfig) -> li
         ids, mask, _, _ = _pad(batch, lm.tokenizer.pad_token_id)
         out.append((ids.to(lm.device), mask.to(lm.device)))
     return out
-
-
-# A forward that, like capture, computes no KV cache and only the last position's logits.
-NO_LOGITS = {"use_cache": False, "logits_to_keep": 1}
 
 
 def time_forward(lm: LanguageModel, batches, **options) -> tuple[float, float]:
@@ -116,7 +112,8 @@ def throughput(lm: LanguageModel, texts: list[str], variants: dict[str, CaptureC
     for r in range(rounds):
         for name, config in variants.items():
             base_wall, base_cpu = time_forward(lm, batches)
-            trunk_wall, _ = time_forward(lm, batches, **NO_LOGITS)
+            # the same options capture passes: no KV cache, the last position's logits only
+            trunk_wall, _ = time_forward(lm, batches, **_hooks_only_options(lm.model, logits_read=False))
             wall, cpu, result = time_capture(lm, str(dataset), config, store, f"{name}-{r}")
             forward_wall.append(base_wall)
             pairs[name].append((base_wall / wall, base_cpu / cpu, trunk_wall / wall))
