@@ -374,8 +374,9 @@ def labelled_tokens(lm: LanguageModel, layer: str, stories, concepts: list[str],
                     max_length: int = 256) -> LabelledTokens:
     """Run `stories` (demo corpus Story objects) through the model up to `layer`, labelling tokens.
 
-    A token carries a concept when its character span (the tokenizer's offset mapping) overlaps a
-    labelled span of that concept.
+    A token carries a concept when a labelled span of that concept ends inside its character span (the
+    tokenizer's offset mapping): a word split into pieces is labelled at its last piece, where a causal
+    model has seen all of it.
     """
     if not getattr(lm.tokenizer, "is_fast", False):
         raise InvalidInputError("Concept evaluation needs a fast tokenizer (with offset mappings).")
@@ -397,10 +398,10 @@ def labelled_tokens(lm: LanguageModel, layer: str, stories, concepts: list[str],
             offsets = enc["offset_mapping"][keep]
             spans = torch.tensor([(i, a, b, index[c]) for i, s in enumerate(chunk) for a, b, c in s.labels
                                   if c in index], dtype=torch.long).view(-1, 4)
-            overlap = ((story.unsqueeze(1) == spans[:, 0]) & (offsets[:, :1] < spans[:, 2])
-                       & (spans[:, 1] < offsets[:, 1:]))
+            ends_here = ((story.unsqueeze(1) == spans[:, 0]) & (offsets[:, :1] < spans[:, 2])
+                         & (spans[:, 2] <= offsets[:, 1:]))
             one_hot = torch.nn.functional.one_hot(spans[:, 3], len(concepts)).float()
-            parts["labels"].append((overlap.float() @ one_hot) > 0)
+            parts["labels"].append((ends_here.float() @ one_hot) > 0)
             parts["activations"].append(grab.rows.float().cpu())
             parts["token_ids"].append(ids[keep])
             parts["story"].append(story + start)

@@ -240,8 +240,8 @@ def test_probe_finds_a_linear_concept_and_not_noise():
     assert f1[1] < 0.55  # predicting everything gives 2 * 0.3 / 1.3 = 0.46
 
 
-def test_labelled_tokens_follow_character_spans():
-    lm = tiny_model("llama")  # character tokenizer: token i of a story is character i
+def test_labelled_tokens_mark_the_last_piece_of_each_span():
+    lm = tiny_model("llama")  # character tokenizer: token i of a story is character i, every word is in pieces
     stories = generate_stories(6, "test")
     names = [c.name for c in CONCEPTS]
     data = labelled_tokens(lm, "resid_post.0", stories, names, batch_size=4, max_length=400)
@@ -249,7 +249,7 @@ def test_labelled_tokens_follow_character_spans():
         rows = torch.nonzero(data.story == s).flatten()
         assert len(rows) == min(len(story.text), 399)  # BOS and padding are not tokens
         for i in range(len(rows)):
-            expected = {c for a, b, c in story.labels if a <= i < b}
+            expected = {c for a, b, c in story.labels if i == b - 1}
             assert {names[c] for c in torch.nonzero(data.labels[rows[i]]).flatten().tolist()} == expected
     assert data.activations.shape == (len(data.story), 32)
 

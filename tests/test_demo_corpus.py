@@ -111,39 +111,37 @@ def test_labelled_text_belongs_to_its_concept(stories):
     for s in stories:
         for start, end, name in s.labels:
             span, concept = s.text[start:end], BY_NAME[name]
-            if concept.kind == "topic":
-                assert topic_word_counts(span)[name] >= 1, (name, span)
-            elif concept.kind == "word_class":
-                assert span.lower() in concept.lexicon, (name, span)
-            elif name == "quotation":
-                assert span[0] == '"' and span[-1] == '"' and span.count('"') == 2
+            in_quote = s.text[:start].count('"') % 2 == 1
+            if name == "quotation":  # the opening mark only
+                assert span == '"' and not in_quote, (s.text, start)
             elif name == "question":
-                assert span.endswith("?") and '"' not in span
-            elif name == "negation":
-                assert set(WORD.findall(span.lower())) & set(concept.lexicon), span
-            else:  # tense: the narration holds a verb form of that tense, and no quoted speech
-                assert set(WORD.findall(span.lower())) & set(concept.lexicon), (name, span)
-                assert '"' not in span
+                assert span == "?"
+            else:  # one word of the concept's lexicon
+                assert WORD.fullmatch(span) and span.lower() in concept.lexicon, (name, span)
+            if name.endswith("_tense"):  # narration only
+                assert not in_quote, (name, s.text)
 
 
-def test_every_class_word_is_labelled(stories):
-    class_of = {w: c.name for c in CONCEPTS if c.kind == "word_class" for w in c.lexicon}
+def test_every_word_and_mark_of_a_concept_is_labelled(stories):
+    """Class, topic and negation words, opening quote marks and question marks never occur unlabelled."""
+    concept_of = {w: c.name for c in CONCEPTS if c.kind != "structure" for w in c.lexicon}
+    concept_of.update(dict.fromkeys(BY_NAME["negation"].lexicon, "negation"))
     for s in stories:
-        labelled = {(a, b, n) for a, b, n in s.labels}
+        labelled = set(s.labels)
         for m in WORD.finditer(s.text):
-            name = class_of.get(m.group().lower())
+            name = concept_of.get(m.group().lower())
             if name:
                 assert (m.start(), m.end(), name) in labelled, (m.group(), s.text)
+        for i in [i for i, c in enumerate(s.text) if c == '"'][::2]:
+            assert (i, i + 1, "quotation") in labelled
+        for i in [i for i, c in enumerate(s.text) if c == "?"]:
+            assert (i, i + 1, "question") in labelled
 
 
-def test_every_sentence_has_a_topic_and_topic_words_stay_in_their_topic(stories):
+def test_topic_words_belong_to_the_story_topics(stories):
     for s in stories:
-        topic_spans = [(a, b, n) for a, b, n in s.labels if n in TOPICS]
-        covered = sum(b - a for a, b, _ in topic_spans)
-        assert covered == len(s.text) - (len(topic_spans) - 1)  # sentences joined by single spaces
-        for a, b, name in topic_spans:
-            counts = topic_word_counts(s.text[a:b])
-            assert all(v == 0 for t, v in counts.items() if t != name), s.text[a:b]
+        labelled = {n for _, _, n in s.labels if n in TOPICS}
+        assert s.topics[0] in labelled and labelled <= set(s.topics), (s.topics, s.text)
 
 
 def test_every_structure_and_class_occurs(stories):

@@ -1,15 +1,15 @@
 """Seeded generator of short concept stories with planted, character-level concept labels.
 
-Label design (one model feature could plausibly track each):
+Label design: each label marks the word or mark that expresses a concept, so a causal model can know it at that
+token (one model feature could plausibly track each):
 
-* topic (``ocean``, ``forest`` ...): every sentence span that belongs to the topic, full stop included. Stories stay
-  on one topic except ``MIX_RATE`` of them, which visit a second topic for 2-3 sentences and come back.
+* topic (``ocean``, ``forest`` ...): each word of the topic's lexicon (words only that topic uses). Stories stay on
+  one topic except ``MIX_RATE`` of them, which visit a second topic for 2-3 sentences and come back.
 * word class (``colour``, ``number``, ``animal`` ...): each occurrence of a class word. Class words never occur
   unlabelled: topic lists and templates avoid them.
-* structure:
-  ``quotation`` from the opening to the closing quote mark inclusive; ``question`` the question sentence (inside
-  quotes: the quoted question without its quote marks); ``negation`` the negated sentence or clause;
-  ``past_tense`` / ``present_tense`` the narration of a sentence (outside quotes) whose verbs carry the story's tense.
+* structure: ``quotation`` the quote mark that opens direct speech; ``question`` the question mark that ends a
+  question; ``negation`` the negating word (not, never, no, nobody, cannot) of a negated sentence or clause;
+  ``past_tense`` / ``present_tense`` the narration's verb forms (outside quotes) that carry the story's tense.
 
 Splits are fixed by a hash of the story text, so a text can only ever appear in one split.
 """
@@ -33,7 +33,7 @@ PRESENT_RATE = 0.25  # share of stories narrated in the present tense
 TOPIC_TEMPLATE_RATE = 0.3  # chance a body sentence uses a topic-specific template (they carry the most lexicon)
 SPLIT_BUCKETS = {"train": range(0, 18), "validation": range(18, 19), "test": range(19, 20)}  # of 20 hash buckets
 
-_WORD = re.compile(r"[a-z]+(?:[-'][a-z]+)*")
+_WORD = re.compile(r"[a-z]+(?:[-'][a-z]+)*", re.I)
 _TOKEN = re.compile(r"\{([A-Za-z]+?)(\d?)\}|\[([^|\]]*)\|([^\]]*)\]|<(/?)(neg|ask)>")
 
 
@@ -95,6 +95,7 @@ _CLASS_SLOTS: dict[str, tuple[str, tuple[str, ...]]] = {
     "family": ("family", lx.FAMILY),
     "time": ("time", lx.TIMES),
 }
+NEGATION_WORDS = frozenset({"cannot", "never", "no", "nobody", "not"})
 STRUCTURES = ("quotation", "question", "negation", "past_tense", "present_tense")
 
 
@@ -117,7 +118,8 @@ class _Cast:
 class _Sentence:
     parts: list[str] = field(default_factory=list)
     labels: list[tuple[int, int, str]] = field(default_factory=list)
-    has_tense: bool = False
+    spans: list[tuple[int, int, str]] = field(default_factory=list)  # negated clauses and questions (markup)
+    tense_words: list[tuple[int, int]] = field(default_factory=list)  # narration verb forms
     length: int = 0
 
     def emit(self, text: str) -> None:
@@ -167,12 +169,14 @@ def _render_into(sent: _Sentence, template: str, topic: lx.TopicData, cast: _Cas
         if slot is not None:
             _render_slot(sent, slot, number, topic, cast, rng, drawn, open_marks)
         elif present is not None:
-            if not sent.in_quote():
-                sent.has_tense = True
+            start = sent.length
             sent.emit(past if cast.past else present)
+            if not sent.in_quote():
+                sent.tense_words += [(start + m.start(), start + m.end()) for m in _WORD.finditer(
+                    past if cast.past else present) if m.group().lower() not in NEGATION_WORDS]
         elif close:
             start = open_marks.pop(mark)
-            sent.labels.append((start, sent.length, "negation" if mark == "neg" else "question"))
+            sent.spans.append((start, sent.length, "negation" if mark == "neg" else "question"))
         else:
             open_marks[mark] = sent.length
     sent.emit(template[pos:])
@@ -213,28 +217,19 @@ def render_sentence(template: str, topic: lx.TopicData, cast: _Cast, rng) -> tup
     _render_into(sent, template, topic, cast, rng, {}, {})
     text = _capitalise("".join(sent.parts))
     labels = list(sent.labels)
-    labels.append((0, len(text), topic.name))
+    lexicon = _TOPIC_LEXICONS[topic.name]
+    labels += [(m.start(), m.end(), topic.name) for m in _WORD.finditer(text) if m.group().lower() in lexicon]
     quotes = [i for i, c in enumerate(text) if c == '"']
-    for a, b in zip(quotes[::2], quotes[1::2]):
-        labels.append((a, b + 1, "quotation"))
-    if sent.has_tense:
-        labels.extend(_narration_spans(text, quotes, "past_tense" if cast.past else "present_tense"))
+    labels += [(i, i + 1, "quotation") for i in quotes[::2]]
+    for start, end, name in sent.spans:
+        if name == "question":
+            labels += [(i, i + 1, name) for i in range(start, end) if text[i] == "?"]
+        else:
+            labels += [(m.start(), m.end(), name) for m in _WORD.finditer(text, start, end)
+                       if m.group().lower() in NEGATION_WORDS]
+    tense = "past_tense" if cast.past else "present_tense"
+    labels += [(start, end, tense) for start, end in sent.tense_words]
     return text, labels
-
-
-def _narration_spans(text: str, quotes: list[int], name: str) -> list[tuple[int, int, str]]:
-    """Spans of the sentence outside quotation marks, trimmed of spaces and joining commas."""
-    cuts = [-1] + quotes + [len(text)]
-    spans = []
-    for a, b in zip(cuts[::2], cuts[1::2]):
-        start, end = a + 1, b
-        while start < end and text[start] in " ,":
-            start += 1
-        while end > start and text[end - 1] in " ,":
-            end -= 1
-        if any(c.isalpha() for c in text[start:end]):
-            spans.append((start, end, name))
-    return spans
 
 
 # ---- stories ------------------------------------------------------------------------------------------------------
@@ -342,20 +337,24 @@ def _tense_words() -> tuple[set[str], set[str]]:
     return present, past
 
 
+_TOPIC_LEXICONS: dict[str, frozenset[str]] = {name: frozenset(ws) for name, ws in _topic_lexicons().items()}
+
+
 def _build_concepts() -> tuple[Concept, ...]:
-    lexicons = _topic_lexicons()
-    concepts = [Concept(t.name, "topic", lexicons[t.name], t.description) for t in lx.TOPIC_DATA]
+    concepts = [Concept(t.name, "topic", tuple(sorted(_TOPIC_LEXICONS[t.name])), t.description)
+                for t in lx.TOPIC_DATA]
     concepts += [Concept(c.name, "word_class", tuple(sorted({w.lower() for w in c.words})), c.description)
                  for c in WORD_CLASSES]
     present, past = _tense_words()
     concepts += [
-        Concept("quotation", "structure", ('"',), "direct speech, from opening to closing quote mark inclusive"),
-        Concept("question", "structure", ("?",), "a question sentence (quoted questions without the quote marks)"),
-        Concept("negation", "structure", ("cannot", "never", "no", "nobody", "not"),
-                "a negated sentence or clause"),
-        Concept("past_tense", "structure", tuple(sorted(past)), "narration (outside quotes) in the past tense"),
-        Concept("present_tense", "structure", tuple(sorted(present)),
-                "narration (outside quotes) in the present tense"),
+        Concept("quotation", "structure", ('"',), "the quote mark that opens direct speech"),
+        Concept("question", "structure", ("?",), "the question mark that ends a question"),
+        Concept("negation", "structure", tuple(sorted(NEGATION_WORDS)),
+                "the negating word of a negated sentence or clause"),
+        Concept("past_tense", "structure", tuple(sorted(past - NEGATION_WORDS)),
+                "narration verb forms (outside quotes) in the past tense"),
+        Concept("present_tense", "structure", tuple(sorted(present - NEGATION_WORDS)),
+                "narration verb forms (outside quotes) in the present tense"),
     ]
     return tuple(concepts)
 
