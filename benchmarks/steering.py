@@ -3,10 +3,10 @@
     python benchmarks/steering.py [--store S --sae NAME] [--tokens 40] [--repeats 7]
 
 Uses the demo model with a random TopK SAE (the demo pipeline's architecture and width) unless --store/--sae
-name a trained one. Times, per generated token (a
-continuation can end early at EOS): plain `generate`, and the steered generation `steer` runs (generate with
-SAESteering, then feature_trace for the per-token activations) for add and clamp; and the price of `steer`
-running baseline, steered and prompt baseline as three calls instead of one batch of 3.
+name a trained one. Times, per generated token (EOS is suppressed until --tokens tokens): plain `generate`,
+and the steered generation `steer` runs (generate with SAESteering, then feature_trace for the per-token
+activations) for add and clamp; and the price of `steer` running baseline, steered and prompt baseline as
+three calls instead of one batch of 3.
 Target: steered / plain <= 1.15. The last stdout line is a JSON object.
 """
 
@@ -72,6 +72,9 @@ def main() -> None:
         torch.manual_seed(0)
         sae = build_sae(SAEConfig(arch="topk", d_in=lm.d_model, width=2048, k=32, layer="resid_post.2"))
     sae = sae.eval().requires_grad_(False)
+    # The demo model may end a story after a dozen tokens; per-token figures would then mostly time the fixed
+    # cost of the activation trace. Suppress EOS until --tokens tokens so every variant times the same length.
+    lm.model.generation_config.min_new_tokens = args.tokens
     scales = SteeringScales(torch.ones(sae.cfg.width), median_norm=1.0, source="benchmark")
     edits = {"add": [FeatureEdit(7, 4.0, "add")], "clamp": [FeatureEdit(7, 4.0, "clamp")]}
     generate(lm, PROMPT, max_new_tokens=4)  # warm-up
