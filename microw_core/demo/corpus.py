@@ -169,11 +169,11 @@ def _render_into(sent: _Sentence, template: str, topic: lx.TopicData, cast: _Cas
         if slot is not None:
             _render_slot(sent, slot, number, topic, cast, rng, drawn, open_marks)
         elif present is not None:
-            start = sent.length
-            sent.emit(past if cast.past else present)
+            start, verbs = sent.length, past if cast.past else present
+            sent.emit(verbs)
             if not sent.in_quote():
-                sent.tense_words += [(start + m.start(), start + m.end()) for m in _WORD.finditer(
-                    past if cast.past else present) if m.group().lower() not in NEGATION_WORDS]
+                sent.tense_words += [(start + m.start(), start + m.end()) for m in _WORD.finditer(verbs)
+                                     if m.group().lower() not in NEGATION_WORDS]
         elif close:
             start = open_marks.pop(mark)
             sent.spans.append((start, sent.length, "negation" if mark == "neg" else "question"))
